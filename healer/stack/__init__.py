@@ -1,0 +1,12 @@
+"""The local stack: the whole pipeline on this machine, on the official emulators.
+
+`up()` starts (in the background, logs under `.healer/logs/`) the Pub/Sub and Firestore
+emulators, gcp-storage-emulator, the topic and subscriptions mirroring Terraform, the ingest
+function under functions-framework, the inference service under uvicorn, and the Eventarc
+stand-in. `down()` stops exactly the processes `up()` recorded. Both are idempotent.
+"""
+
+from healer.stack.config import StackConfig
+from healer.stack.control import down, status, up
+
+__all__ = ["StackConfig", "down", "status", "up"]

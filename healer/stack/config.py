@@ -1,0 +1,84 @@
+"""Local stack defaults (ARCHITECTURE.md), each overridable from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackConfig(BaseSettings):
+    """Where each local component listens, and where the stack keeps its state."""
+
+    # No populate_by_name: field names like `home` or `host` must not read $HOME or $HOST.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    project: str = Field(default="healer-local", validation_alias=AliasChoices("HEALER_PROJECT", "GOOGLE_CLOUD_PROJECT"))
+    bucket: str = Field(default="healer-inbox", validation_alias="HEALER_BUCKET")
+    host: str = Field(default="127.0.0.1", validation_alias="HEALER_HOST")
+    storage_port: int = Field(default=9023, validation_alias="HEALER_STORAGE_PORT")
+    pubsub_port: int = Field(default=8085, validation_alias="HEALER_PUBSUB_PORT")
+    firestore_port: int = Field(default=8086, validation_alias="HEALER_FIRESTORE_PORT")
+    ingest_port: int = Field(default=8081, validation_alias="HEALER_INGEST_PORT")
+    reconcile_port: int = Field(default=8082, validation_alias="HEALER_RECONCILE_PORT")
+    service_port: int = Field(default=8080, validation_alias="HEALER_SERVICE_PORT")
+    console_port: int = Field(default=8090, validation_alias="HEALER_CONSOLE_PORT")
+    home: Path = Field(default=Path(".healer"), validation_alias="HEALER_HOME")
+    model_dir: str = Field(default="", validation_alias="MODEL_DIR")
+    jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
+    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    max_delivery_attempts: int = Field(default=5, ge=5, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
+    ack_deadline_seconds: int = Field(default=600, ge=10, le=600, validation_alias="ACK_DEADLINE_SECONDS")
+    eventarc_poll_seconds: float = Field(default=0.5, gt=0, validation_alias="EVENTARC_POLL_SECONDS")
+
+    # Derived names, mirroring terraform/pubsub.tf
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.jobs_topic}-dead-letter"
+
+    @property
+    def push_subscription(self) -> str:
+        return f"{self.jobs_topic}-push"
+
+    @property
+    def dead_letter_push_subscription(self) -> str:
+        return f"{self.dead_letter_topic}-push"
+
+    @property
+    def dead_letter_pull_subscription(self) -> str:
+        return f"{self.dead_letter_topic}-retained"
+
+    @property
+    def storage_url(self) -> str:
+        return f"http://{self.host}:{self.storage_port}"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{self.host}:{self.service_port}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.host}:{self.ingest_port}"
+
+    @property
+    def reconcile_url(self) -> str:
+        return f"http://{self.host}:{self.reconcile_port}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else self.home / "models" / "tiny"
+
+    def client_env(self) -> dict[str, str]:
+        """What any official Google client needs to talk to this stack."""
+        return {
+            "STORAGE_EMULATOR_HOST": self.storage_url,
+            "PUBSUB_EMULATOR_HOST": f"{self.host}:{self.pubsub_port}",
+            "FIRESTORE_EMULATOR_HOST": f"{self.host}:{self.firestore_port}",
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "HEALER_BUCKET": self.bucket,
+        }
+
+    @property
+    def env_file(self) -> Path:
+        return self.home / "local.env"

@@ -1,0 +1,63 @@
+"""Create the bucket, topics and subscriptions on the emulators, as terraform/ does in GCP."""
+
+from __future__ import annotations
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1, storage
+from google.protobuf import duration_pb2
+
+from healer.stack.config import StackConfig
+
+
+def _duration(seconds: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=seconds)
+
+
+def ensure_bucket(cfg: StackConfig) -> None:
+    client = storage.Client(project=cfg.project)
+    try:
+        client.create_bucket(cfg.bucket)
+    except gexc.Conflict:
+        pass
+
+
+def ensure_pubsub(cfg: StackConfig) -> None:
+    """Topics, the push subscription (retry 10–600 s, dead letter after N), the dead-letter pair."""
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
+    dead = publisher.topic_path(cfg.project, cfg.dead_letter_topic)
+    for topic in (jobs, dead):
+        try:
+            publisher.create_topic(name=topic)
+        except gexc.AlreadyExists:
+            pass
+    retry = {"minimum_backoff": _duration(10), "maximum_backoff": _duration(600)}
+    subscriptions = [
+        {
+            "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),
+            "topic": jobs,
+            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
+            "ack_deadline_seconds": cfg.ack_deadline_seconds,
+            "retry_policy": retry,
+            "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": cfg.max_delivery_attempts},
+        },
+        {
+            "name": subscriber.subscription_path(cfg.project, cfg.dead_letter_push_subscription),
+            "topic": dead,
+            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/dead-letter"},
+            "ack_deadline_seconds": 60,
+            "retry_policy": retry,
+        },
+        {
+            "name": subscriber.subscription_path(cfg.project, cfg.dead_letter_pull_subscription),
+            "topic": dead,
+            "ack_deadline_seconds": 60,
+            "message_retention_duration": _duration(7 * 24 * 3600),
+        },
+    ]
+    for sub in subscriptions:
+        try:
+            subscriber.create_subscription(request=sub)
+        except gexc.AlreadyExists:
+            pass

@@ -1,0 +1,303 @@
+"""The job store: the only code that reads or writes Firestore `jobs/{job_id}`.
+
+Every state change that can race (lease, verdict, release, failure) runs in a Firestore
+transaction, so concurrent deliveries of the same job resolve to exactly one running worker
+and exactly one verdict. Writes after the lease are fenced by the lease `token`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from healer_core.schema import SCHEMA_VERSION, Job, JobError, JobState, Verdict
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _history(event: str, detail: str = "") -> Any:
+    # A random nonce keeps two identical entries distinct (ArrayUnion dedups equal values).
+    entry = {"at": utcnow(), "event": event, "detail": detail, "n": uuid.uuid4().hex[:8]}
+    return firestore.ArrayUnion([entry])
+
+
+class LeaseStatus(StrEnum):
+    """What happened when a worker asked for a job."""
+
+    ACQUIRED = "acquired"  # this worker runs it now
+    HELD = "held"  # another worker holds an unexpired lease
+    TERMINAL = "terminal"  # already done or failed: ack
+    MISSING = "missing"  # no such job document
+
+
+@dataclass(frozen=True)
+class LeaseResult:
+    status: LeaseStatus
+    job: Job | None = None
+    token: str = ""
+
+
+def new_client(project: str, database: str = "(default)") -> firestore.Client:
+    """A Firestore client (honours FIRESTORE_EMULATOR_HOST)."""
+    return firestore.Client(project=project, database=database)
+
+
+class JobStore:
+    """Jobs in one Firestore collection."""
+
+    def __init__(self, client: firestore.Client, collection: str = "jobs") -> None:
+        self.client = client
+        self.collection = client.collection(collection)
+
+    def _ref(self, job_id: str) -> firestore.DocumentReference:
+        return self.collection.document(job_id)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        snap = self._ref(job_id).get()
+        return Job.from_doc(snap.to_dict()) if snap.exists else None
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """Existing jobs among `job_ids`, by id (one batched read)."""
+        refs = [self._ref(j) for j in job_ids]
+        found: dict[str, Job] = {}
+        for snap in self.client.get_all(refs):
+            if snap.exists:
+                found[snap.id] = Job.from_doc(snap.to_dict())
+        return found
+
+    def latest_for(self, bucket: str, name: str) -> Job | None:
+        """The newest generation's job for one object (uses the composite index)."""
+        query = (
+            self.collection.where(filter=firestore.FieldFilter("bucket", "==", bucket))
+            .where(filter=firestore.FieldFilter("name", "==", name))
+            .order_by("generation", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        for snap in query.stream():
+            return Job.from_doc(snap.to_dict())
+        return None
+
+    def iter_jobs(
+        self, state: JobState | None = None, page_size: int = 300, since: datetime | None = None
+    ) -> Iterator[Job]:
+        """All jobs (optionally one state, optionally updated since), paginated by document id."""
+        query: Any = self.collection
+        if state is not None:
+            query = query.where(filter=firestore.FieldFilter("state", "==", str(state)))
+        if since is not None:
+            query = query.where(filter=firestore.FieldFilter("updated_at", ">=", since))
+            query = query.order_by("updated_at")
+        else:
+            query = query.order_by("__name__")
+        last = None
+        while True:
+            page = query.limit(page_size)
+            if last is not None:
+                page = page.start_after(last)
+            snaps = list(page.stream())
+            for snap in snaps:
+                yield Job.from_doc(snap.to_dict())
+            if len(snaps) < page_size:
+                return
+            last = snaps[-1]
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    def create(self, job: Job) -> tuple[bool, Job]:
+        """Create the job if absent. Returns (created, the stored job)."""
+        data = job.model_dump(mode="python", exclude={"history"})
+        data["schema_version"] = SCHEMA_VERSION
+        data["state"] = str(job.state)
+        data["created_at"] = firestore.SERVER_TIMESTAMP
+        data["updated_at"] = firestore.SERVER_TIMESTAMP
+        if job.state.terminal:
+            data["finished_at"] = firestore.SERVER_TIMESTAMP
+        data["history"] = [{"at": utcnow(), "event": "created", "detail": str(job.state), "n": "0"}]
+        try:
+            self._ref(job.job_id).create(data)
+        except gexc.AlreadyExists:
+            existing = self.get(job.job_id)
+            if existing is None:  # deleted in between: vanishingly rare, treat as fresh
+                return self.create(job)
+            return False, existing
+        stored = self.get(job.job_id)
+        assert stored is not None
+        return True, stored
+
+    def mark_published(self, job_id: str, message_id: str) -> None:
+        """Record that the job's message was published (so a duplicate event won't republish)."""
+        self._ref(job_id).update(
+            {
+                "published_at": firestore.SERVER_TIMESTAMP,
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("published", message_id),
+            }
+        )
+
+    # ---- the worker's lease -----------------------------------------------------------------
+
+    def lease(self, job_id: str, owner: str, lease_seconds: float) -> LeaseResult:
+        """Take the job if it is queued, or running under an expired lease."""
+        ref = self._ref(job_id)
+
+        @firestore.transactional
+        def txn_lease(txn: firestore.Transaction) -> LeaseResult:
+            snap = ref.get(transaction=txn)
+            if not snap.exists:
+                return LeaseResult(LeaseStatus.MISSING)
+            job = Job.from_doc(snap.to_dict())
+            if job.state.terminal:
+                return LeaseResult(LeaseStatus.TERMINAL, job)
+            now = utcnow()
+            if job.state == JobState.RUNNING and job.lease and job.lease.expires_at > now:
+                return LeaseResult(LeaseStatus.HELD, job)
+            token = uuid.uuid4().hex
+            detail = f"attempt {job.attempts + 1}" + (" (previous lease expired)" if job.lease else "")
+            txn.update(
+                ref,
+                {
+                    "state": str(JobState.RUNNING),
+                    "attempts": firestore.Increment(1),
+                    "lease": {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)},
+                    "started_at": firestore.SERVER_TIMESTAMP,
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                    "history": _history("leased", detail),
+                },
+            )
+            leased = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1})
+            return LeaseResult(LeaseStatus.ACQUIRED, leased, token)
+
+        result: LeaseResult = txn_lease(self.client.transaction())
+        return result
+
+    def _fenced_update(self, job_id: str, token: str, update: dict[str, Any]) -> bool:
+        """Apply `update` only while `token` still holds the job's lease."""
+        ref = self._ref(job_id)
+
+        @firestore.transactional
+        def txn_update(txn: firestore.Transaction) -> bool:
+            snap = ref.get(transaction=txn)
+            if not snap.exists:
+                return False
+            data = snap.to_dict() or {}
+            lease = data.get("lease") or {}
+            if data.get("state") != str(JobState.RUNNING) or lease.get("token") != token:
+                return False
+            txn.update(ref, update)
+            return True
+
+        ok: bool = txn_update(self.client.transaction())
+        return ok
+
+    def finish(self, job_id: str, token: str, verdict: Verdict) -> bool:
+        """Write the verdict and mark done, if this worker still holds the lease."""
+        return self._fenced_update(
+            job_id,
+            token,
+            {
+                "state": str(JobState.DONE),
+                "verdict": verdict.model_dump(mode="python"),
+                "error": None,
+                "lease": None,
+                "finished_at": firestore.SERVER_TIMESTAMP,
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("done", verdict.answer),
+            },
+        )
+
+    def fail_leased(self, job_id: str, token: str, error: JobError) -> bool:
+        """Record a permanent failure found while holding the lease."""
+        return self._fenced_update(job_id, token, self._failure(error))
+
+    def release(self, job_id: str, token: str, error: JobError) -> bool:
+        """Give the job back (transient fault): queued again, last error kept for operators."""
+        return self._fenced_update(
+            job_id,
+            token,
+            {
+                "state": str(JobState.QUEUED),
+                "lease": None,
+                "error": error.model_dump(),
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("released", error.code),
+            },
+        )
+
+    @staticmethod
+    def _failure(error: JobError) -> dict[str, Any]:
+        return {
+            "state": str(JobState.FAILED),
+            "error": error.model_dump(),
+            "lease": None,
+            "finished_at": firestore.SERVER_TIMESTAMP,
+            "updated_at": firestore.SERVER_TIMESTAMP,
+            "history": _history("failed", error.code),
+        }
+
+    def fail_unless_done(self, job_id: str, error: JobError) -> Job | None:
+        """Mark the job failed unless it already has a verdict (dead letters, operators).
+
+        Returns the job as it stands afterwards, or None if it does not exist.
+        """
+        ref = self._ref(job_id)
+
+        @firestore.transactional
+        def txn_fail(txn: firestore.Transaction) -> Job | None:
+            snap = ref.get(transaction=txn)
+            if not snap.exists:
+                return None
+            job = Job.from_doc(snap.to_dict())
+            if job.state == JobState.DONE or (job.state == JobState.FAILED and job.error == error):
+                return job
+            txn.update(ref, self._failure(error))
+            return job.model_copy(update={"state": JobState.FAILED, "error": error, "lease": None})
+
+        result: Job | None = txn_fail(self.client.transaction())
+        return result
+
+    def requeue(self, job_id: str, *, include_failed: bool = False, stuck_only: bool = False) -> Job | None:
+        """Put a job back to `queued` so a re-published message runs it again.
+
+        A done job is never requeued. A running job is requeued only when its lease expired.
+        Returns the job if it was requeued, else None.
+        """
+        ref = self._ref(job_id)
+
+        @firestore.transactional
+        def txn_requeue(txn: firestore.Transaction) -> Job | None:
+            snap = ref.get(transaction=txn)
+            if not snap.exists:
+                return None
+            job = Job.from_doc(snap.to_dict())
+            now = utcnow()
+            expired = job.state == JobState.RUNNING and (job.lease is None or job.lease.expires_at <= now)
+            allowed = expired or (job.state == JobState.QUEUED and not stuck_only)
+            allowed = allowed or (include_failed and job.state == JobState.FAILED)
+            if not allowed:
+                return None
+            txn.update(
+                ref,
+                {
+                    "state": str(JobState.QUEUED),
+                    "lease": None,
+                    "error": None,
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                    "history": _history("requeued", str(job.state)),
+                },
+            )
+            return job.model_copy(update={"state": JobState.QUEUED, "lease": None})
+
+        result: Job | None = txn_requeue(self.client.transaction())
+        return result

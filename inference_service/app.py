@@ -1,0 +1,61 @@
+"""The FastAPI app factory. `import inference_service.app` never imports torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from healer_core import logs
+from healer_core.store import JobStore
+from inference_service.blobs import BlobSource
+from inference_service.engine.base import Engine
+from inference_service.errors import Busy, TransientError
+from inference_service.routes import health, predict, pubsub
+from inference_service.runtime import Runtime
+from inference_service.settings import Settings, get_settings
+
+log = logging.getLogger("healer.app")
+
+
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    store: JobStore | None = None,
+    blobs: BlobSource | None = None,
+) -> FastAPI:
+    """Build the service. Tests inject a fake engine, an emulator-backed store or blob source."""
+    settings = settings or get_settings()
+    logs.configure(settings.log_level)
+    runtime = Runtime(settings, engine=engine, store=store, blobs=blobs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        yield
+        await runtime.stop()
+
+    app = FastAPI(title="Healer inference service", version="0.2.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(pubsub.router)
+
+    @app.exception_handler(Busy)
+    async def _busy(_: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "1"})
+
+    @app.exception_handler(TransientError)
+    async def _transient(_: Request, exc: TransientError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Any non-2xx makes Pub/Sub redeliver: an unexpected fault is a retry, never a silent ack.
+        log.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return JSONResponse({"detail": "internal error"}, status_code=503)
+
+    return app

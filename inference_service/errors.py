@@ -1,0 +1,51 @@
+"""The service's exception hierarchy, drawn once.
+
+    HealerError
+    ├── ImageRejected(code)      permanent: the bytes are not a usable image → job failed, 2xx
+    ├── ObjectGone               permanent: the generation no longer exists  → job failed, 2xx
+    ├── TransientError           retry: storage 5xx, timeouts, engine faults → lease released, 503
+    └── Busy                     backpressure: batcher full                   → 429
+
+Route handlers never catch broadly; `worker.process_job` maps these to outcomes and the app's
+error boundary maps anything unexpected to 503 (a retry), never to a silent ack.
+"""
+
+from __future__ import annotations
+
+from healer_core.schema import ErrorCode, JobError
+
+
+class HealerError(Exception):
+    """Base of the service's own errors."""
+
+
+class ImageRejected(HealerError):
+    """The uploaded bytes cannot become a model input. Never retried."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_job_error(self) -> JobError:
+        return JobError(code=self.code, message=self.message, retryable=False)
+
+
+class ObjectGone(HealerError):
+    """The object generation named by the job is not in the bucket any more."""
+
+
+class TransientError(HealerError):
+    """A fault that a later attempt may not meet (storage 5xx, timeout, CUDA OOM)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_job_error(self) -> JobError:
+        return JobError(code=self.code, message=self.message, retryable=True)
+
+
+class Busy(HealerError):
+    """Too much work queued already; the caller should come back later."""

@@ -1,0 +1,1 @@
+"""The ingest step: event → validated object → job document → Pub/Sub message."""

@@ -1,0 +1,33 @@
+"""Ingest configuration, read once from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    """Environment of the ingest and reconcile functions."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    project_id: str = Field(
+        default="healer-local",
+        validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT"),
+    )
+    jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
+    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
+    bucket: str = Field(default="healer-inbox", validation_alias="HEALER_BUCKET")
+    publish_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PUBLISH_TIMEOUT_SECONDS")
+    # A queued job whose publish was never recorded is republished by reconcile after this long.
+    unpublished_grace_seconds: float = Field(default=120.0, ge=0, validation_alias="UNPUBLISHED_GRACE_SECONDS")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> IngestSettings:
+    return IngestSettings()

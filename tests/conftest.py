@@ -1,0 +1,97 @@
+"""Shared fixtures: the official emulators (started once per test session), isolated names,
+and the tiny Gemma 3 checkpoint.
+
+The emulators run on their own ports under a temporary HEALER_HOME, so a developer's
+`make up` stack is never touched. Tests isolate themselves by bucket and collection names.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from healer.stack.config import StackConfig
+
+TEST_PORTS = {
+    "HEALER_STORAGE_PORT": "19023",
+    "HEALER_PUBSUB_PORT": "18085",
+    "HEALER_FIRESTORE_PORT": "18086",
+    "HEALER_INGEST_PORT": "18081",
+    "HEALER_RECONCILE_PORT": "18082",
+    "HEALER_SERVICE_PORT": "18080",
+    "HEALER_CONSOLE_PORT": "18090",
+}
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Gemma 3 checkpoint, built once per session (deterministic, ~4 s on CPU)."""
+    pytest.importorskip("transformers")
+    from inference_service.engine.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def emulator_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    """The three emulators, up for the whole session; their client env vars set."""
+    from healer.stack import control
+
+    home = tmp_path_factory.mktemp("healer-home")
+    cfg = StackConfig(HEALER_HOME=home, HEALER_PROJECT="healer-test", HEALER_BUCKET="healer-test-inbox", **TEST_PORTS)
+    saved = dict(os.environ)
+    os.environ.update(cfg.client_env())
+    os.environ["PROJECT_ID"] = cfg.project
+    try:
+        for comp in control.emulator_components(cfg):
+            control.start(cfg, comp)
+        yield cfg
+    finally:
+        for name in ("firestore", "pubsub", "storage"):
+            control.stop_component(cfg, name)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for per-test bucket, collection and topic names."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def firestore_client(emulator_cfg: StackConfig):  # type: ignore[no-untyped-def]
+    from google.cloud import firestore
+
+    return firestore.Client(project=emulator_cfg.project)
+
+
+@pytest.fixture
+def store(firestore_client, unique: str):  # type: ignore[no-untyped-def]
+    from healer_core.store import JobStore
+
+    return JobStore(firestore_client, f"jobs-{unique}")
+
+
+@pytest.fixture
+def bucket(emulator_cfg: StackConfig, unique: str):  # type: ignore[no-untyped-def]
+    from google.cloud import storage
+
+    client = storage.Client(project=emulator_cfg.project)
+    return client.create_bucket(f"inbox-{unique}")
+
+
+@pytest.fixture(scope="session")
+def sample_paths() -> list[Path]:
+    """Real H&E tiles when ../shared/samples is present, else the tiles the project ships."""
+    if SAMPLES.is_dir():
+        found = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".tif", ".png", ".jpg"))
+        if found:
+            return found
+    return sorted((REPO / "samples").glob("*.png"))
