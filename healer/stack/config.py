@@ -79,6 +79,25 @@ class StackConfig(BaseSettings):
             "HEALER_BUCKET": self.bucket,
         }
 
+    def stack_env(self) -> dict[str, str]:
+        """This configuration as environment variables, for the stack's child processes."""
+        env = {
+            "HEALER_PROJECT": self.project,
+            "HEALER_HOST": self.host,
+            "HEALER_STORAGE_PORT": str(self.storage_port),
+            "HEALER_PUBSUB_PORT": str(self.pubsub_port),
+            "HEALER_FIRESTORE_PORT": str(self.firestore_port),
+            "HEALER_INGEST_PORT": str(self.ingest_port),
+            "HEALER_RECONCILE_PORT": str(self.reconcile_port),
+            "HEALER_SERVICE_PORT": str(self.service_port),
+            "HEALER_CONSOLE_PORT": str(self.console_port),
+            "HEALER_HOME": str(self.home.resolve()),
+            "JOBS_TOPIC": self.jobs_topic,
+            "JOBS_COLLECTION": self.jobs_collection,
+            "EVENTARC_POLL_SECONDS": str(self.eventarc_poll_seconds),
+        }
+        return self.client_env() | env
+
     @property
     def env_file(self) -> Path:
         return self.home / "local.env"

@@ -56,12 +56,10 @@ def _gcloud() -> str:
 
 def _base_env(cfg: StackConfig) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS",)}
-    env.update(cfg.client_env())
+    env.update(cfg.stack_env())
     env.update(
         {
             "PROJECT_ID": cfg.project,
-            "JOBS_TOPIC": cfg.jobs_topic,
-            "JOBS_COLLECTION": cfg.jobs_collection,
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "ingest_function")]),
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,0 +1,58 @@
+# Healer developer entry points. Two commands matter on a fresh machine:
+#   make demo   the whole pipeline on this machine (emulators + function + service), verdicts printed
+#   make test   everything CI runs
+# Each installs what it needs first (a virtualenv in .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU wheel on this machine; the inference image installs a CUDA build instead.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo up down status test test-fast lint typecheck clean
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml ingest_function/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[model,dev]"
+	touch $@
+
+venv: $(STAMP) ## create .venv with everything (idempotent)
+
+demo: $(STAMP) ## run the whole pipeline locally and print a verdict per sample tile
+	$(PY) -m healer.demo
+
+up: $(STAMP) ## start the local stack in the background (logs in .healer/logs)
+	$(PY) -m healer.stack up
+
+down: ## stop exactly what `make up` started
+	@if [ -x $(PY) ]; then $(PY) -m healer.stack down; fi
+
+status: $(STAMP) ## show the local stack's processes
+	$(PY) -m healer.stack status
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP) ## mypy
+	$(PY) -m mypy healer_core ingest_function/healer_ingest inference_service healer
+
+test: $(STAMP) tools ## lint + the whole test suite (emulators started by the tests)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## tests that need no emulator
+	$(PY) -m pytest -m "not emulator"
+
+clean: down ## remove local state (not the venv)
+	rm -rf .healer build
+
+-include make/*.mk

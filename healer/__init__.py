@@ -1,0 +1,1 @@
+"""Healer: colorectal histopathology screening with MedGemma, event-driven on Google Cloud."""

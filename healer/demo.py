@@ -1,0 +1,116 @@
+"""`make demo`: bring the local stack up, upload the sample tiles, print every verdict.
+
+Uses only the official clients against the stack: google-cloud-storage to upload (the Eventarc
+stand-in sees the new objects), google-cloud-firestore (through the job store) to read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from google.cloud import storage
+from rich.console import Console
+from rich.table import Table
+
+from healer.stack import StackConfig, up
+from healer.stack.control import StackError
+from healer_core.ids import job_id_for
+from healer_core.schema import Job
+from healer_core.store import JobStore, new_client
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+
+
+def sample_images() -> list[Path]:
+    """`../shared/samples/` when present (real H&E tiles), else the tiles shipped in `samples/`."""
+    for folder in (Path(os.environ.get("HEALER_SAMPLES", REPO.parent / "shared" / "samples")), REPO / "samples"):
+        if folder.is_dir():
+            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if found:
+                return found
+    return []
+
+
+def upload(cfg: StackConfig, paths: list[Path], prefix: str) -> dict[str, str]:
+    """Upload each file; returns job id -> object name."""
+    bucket = storage.Client(project=cfg.project).bucket(cfg.bucket)
+    jobs: dict[str, str] = {}
+    for path in paths:
+        blob = bucket.blob(f"{prefix}/{path.name}")
+        blob.upload_from_filename(str(path))
+        jobs[job_id_for(cfg.bucket, blob.name, int(blob.generation))] = blob.name
+    return jobs
+
+
+def wait_for(store: JobStore, job_ids: list[str], timeout_s: float, console: Console) -> dict[str, Job]:
+    """Poll until every job is terminal (or the timeout). Returns the jobs as last read."""
+    deadline = time.monotonic() + timeout_s
+    latest: dict[str, Job] = {}
+    with console.status("waiting for verdicts…") as status:
+        while time.monotonic() < deadline:
+            latest = store.get_many(job_ids)
+            done = sum(1 for j in latest.values() if j.state.terminal)
+            status.update(f"waiting for verdicts… {done}/{len(job_ids)}")
+            if done == len(job_ids):
+                break
+            time.sleep(0.5)
+    return latest
+
+
+def render(jobs: dict[str, str], results: dict[str, Job]) -> Table:
+    table = Table(title="Healer verdicts (screening aid, not a diagnosis)")
+    for col in ("object", "answer", "p_yes", "explanation", "seconds"):
+        table.add_column(col, overflow="fold")
+    for job_id, name in jobs.items():
+        job = results.get(job_id)
+        if job is None:
+            table.add_row(name, "[red]no job[/red]", "", "", "")
+            continue
+        seconds = ""
+        if job.finished_at and job.created_at:
+            seconds = f"{(job.finished_at - job.created_at).total_seconds():.1f}"
+        if job.verdict:
+            v = job.verdict
+            colour = {"yes": "red", "no": "green"}.get(v.answer, "yellow")
+            p = f"{v.p_yes:.3f}" if v.p_yes is not None else "—"
+            table.add_row(name, f"[{colour}]{v.answer}[/{colour}]", p, v.explanation, seconds)
+        elif job.error:
+            table.add_row(name, f"[red]{job.state}[/red]", "", f"{job.error.code}: {job.error.message}", seconds)
+        else:
+            table.add_row(name, f"[yellow]{job.state}[/yellow]", "", "", "")
+    return table
+
+
+def main() -> int:
+    console = Console()
+    cfg = StackConfig()
+    try:
+        up(cfg, echo=lambda line: console.print(f"[dim]{line}[/dim]"))
+    except StackError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    paths = sample_images()
+    if not paths:
+        console.print("[red]error:[/red] no sample images found (../shared/samples or samples/)")
+        return 1
+    prefix = "demo/" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    console.print(f"uploading {len(paths)} images to gs://{cfg.bucket}/{prefix}/ …")
+    jobs = upload(cfg, paths, prefix)
+    store = JobStore(new_client(cfg.project), cfg.jobs_collection)
+    results = wait_for(store, list(jobs), float(os.environ.get("HEALER_DEMO_TIMEOUT", "1800")), console)
+    console.print(render(jobs, results))
+    model = next((j.verdict.model_id for j in results.values() if j.verdict), "")
+    if model:
+        console.print(f"model: {model}")
+    console.print(f"The stack is still up: `source {cfg.env_file}` to use any Google client; `make down` stops it.")
+    unfinished = [j for j in jobs if j not in results or not results[j].state.terminal]
+    return 1 if unfinished else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
