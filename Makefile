@@ -13,6 +13,9 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
+# Feature makefiles add their own targets, and prerequisites of `make test` via TEST_DEPS.
+TEST_DEPS :=
+-include make/*.mk
 .PHONY: help venv demo up down status test test-fast lint typecheck clean
 
 help: ## list targets
@@ -45,7 +48,7 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy
 	$(PY) -m mypy healer_core ingest_function/healer_ingest inference_service healer
 
-test: $(STAMP) tools ## lint + the whole test suite (emulators started by the tests)
+test: $(STAMP) $(TEST_DEPS) ## lint + the whole test suite (emulators started by the tests)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -55,4 +58,3 @@ test-fast: $(STAMP) ## tests that need no emulator
 clean: down ## remove local state (not the venv)
 	rm -rf .healer build
 
--include make/*.mk

@@ -59,6 +59,29 @@ def emulator_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConf
         os.environ.update(saved)
 
 
+@pytest.fixture(scope="session")
+def stack_cfg(emulator_cfg: StackConfig, tiny_model_dir: Path) -> Iterator[StackConfig]:
+    """The whole pipeline on test ports: emulators, topics and subscriptions, the ingest and
+    reconcile functions, the service on the tiny model, the Eventarc stand-in (and the console
+    when it exists), as real subprocesses. Logs under `<home>/logs/`."""
+    from healer.stack import control
+    from healer.stack.provision import ensure_bucket, ensure_pubsub
+
+    cfg = emulator_cfg.model_copy(update={"model_dir": str(tiny_model_dir)})
+    ensure_bucket(cfg)
+    ensure_pubsub(cfg)
+    started: list[str] = []
+    try:
+        for comp in control.app_components(cfg):
+            control.start(cfg, comp)
+            started.append(comp.name)
+        control.write_env_file(cfg)
+        yield cfg
+    finally:
+        for name in reversed(started):
+            control.stop_component(cfg, name)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for per-test bucket, collection and topic names."""

@@ -1,0 +1,105 @@
+"""End to end on the real emulators: upload with google-cloud-storage, read verdicts with
+google-cloud-firestore — nothing of this project's code on the client side."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore, storage
+
+from healer.stack.config import StackConfig
+from healer.stack.eventarc import deliver
+
+pytestmark = pytest.mark.emulator
+
+
+def wait_terminal(db: firestore.Client, collection: str, bucket: str, name: str, generation: int,
+                  timeout_s: float = 120.0) -> dict[str, Any]:
+    """Poll Firestore (official client) for the job of one generation until it is done or failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        docs = [
+            d.to_dict()
+            for d in db.collection(collection)
+            .where(filter=firestore.FieldFilter("bucket", "==", bucket))
+            .where(filter=firestore.FieldFilter("name", "==", name))
+            .stream()
+        ]
+        mine = [d for d in docs if d["generation"] == generation]
+        if mine and mine[0]["state"] in ("done", "failed"):
+            return mine[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no terminal job for {name}#{generation} within {timeout_s}s")
+
+
+def jobs_for(db: firestore.Client, collection: str, bucket: str, name: str) -> list[dict[str, Any]]:
+    q = db.collection(collection).where(filter=firestore.FieldFilter("name", "==", name))
+    return [d.to_dict() for d in q.stream() if d.to_dict()["bucket"] == bucket]
+
+
+@pytest.fixture
+def gcs(stack_cfg: StackConfig) -> storage.Bucket:
+    return storage.Client(project=stack_cfg.project).bucket(stack_cfg.bucket)
+
+
+@pytest.fixture
+def db(stack_cfg: StackConfig) -> firestore.Client:
+    return firestore.Client(project=stack_cfg.project)
+
+
+def test_samples_become_verdicts(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    uploaded = []
+    for path in sample_paths[:4]:
+        blob = gcs.blob(f"e2e/{path.name}")
+        blob.upload_from_filename(str(path))
+        uploaded.append((blob.name, int(blob.generation)))
+    for name, generation in uploaded:
+        job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, name, generation)
+        assert job["state"] == "done", job.get("error")
+        verdict = job["verdict"]
+        assert verdict["answer"] in ("yes", "no", "indeterminate")
+        assert 0.0 <= verdict["p_yes"] <= 1.0
+        assert verdict["explanation"]
+        assert "tiny" in verdict["model_id"] and verdict["prompt_version"]
+        assert job["schema_version"] == 1 and job["attempts"] == 1 and job["lease"] is None
+        assert set(verdict["timings_ms"]) == {"download", "decode", "queue", "inference", "total"}
+
+
+def test_a_non_image_becomes_a_failed_job_with_a_reason(stack_cfg: StackConfig, gcs, db) -> None:  # type: ignore[no-untyped-def]
+    pdf = gcs.blob("e2e/report.png")  # a PDF renamed .png, declared as an image
+    pdf.upload_from_string(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", content_type="image/png")
+    text = gcs.blob("e2e/notes.txt")
+    text.upload_from_string(b"patient notes", content_type="text/plain")
+    job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, pdf.name, int(pdf.generation))
+    assert job["state"] == "failed" and job["error"]["code"] == "not_an_image" and "PDF" in job["error"]["message"]
+    job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, text.name, int(text.generation))
+    assert job["state"] == "failed" and job["error"]["code"] == "not_an_image"
+
+
+def test_duplicate_event_makes_one_job(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    blob = gcs.blob("e2e/duplicated.tif")
+    blob.upload_from_filename(str(sample_paths[0]))
+    first = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name, int(blob.generation))
+    blob.reload()
+    for _ in range(3):  # Eventarc delivers at least once: replay the same finalize event
+        assert deliver(stack_cfg.ingest_url, blob._properties) == 200
+    time.sleep(1.0)
+    jobs = jobs_for(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name)
+    assert len(jobs) == 1
+    assert jobs[0]["attempts"] == 1 and jobs[0]["verdict"] == first["verdict"]
+
+
+def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, gcs, db, sample_paths) -> None:  # type: ignore[no-untyped-def]
+    blob = gcs.blob("e2e/reuploaded.tif")
+    blob.upload_from_filename(str(sample_paths[0]))
+    g1 = int(blob.generation)
+    wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name, g1)
+    blob.upload_from_filename(str(sample_paths[-1]))
+    g2 = int(blob.generation)
+    wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name, g2)
+    jobs = jobs_for(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name)
+    assert sorted(j["generation"] for j in jobs) == sorted([g1, g2])
+    assert all(j["state"] == "done" for j in jobs)
