@@ -117,4 +117,4 @@ def sample_paths() -> list[Path]:
         found = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".tif", ".png", ".jpg"))
         if found:
             return found
-    return sorted((REPO / "samples").glob("*.png"))
+    return sorted(p for p in (REPO / "samples").iterdir() if p.suffix in (".tif", ".png"))
