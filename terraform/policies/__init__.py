@@ -1,0 +1,1 @@
+"""Healer's custom checkov checks (loaded with --external-checks-dir terraform/policies)."""
