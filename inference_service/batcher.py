@@ -117,10 +117,13 @@ class MicroBatcher:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
         except TimeoutError:
+            leftovers = [*self._in_flight, *self._waiting]  # before cancelling clears _in_flight
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for request in [*self._in_flight, *self._waiting]:
+        else:
+            leftovers = [*self._in_flight, *self._waiting]
+        for request in leftovers:
             _fail(request, BatcherStopped("the service is shutting down"))
         self._waiting.clear()
         self._in_flight = []

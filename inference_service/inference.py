@@ -6,10 +6,10 @@ import time
 
 from PIL.Image import Image
 
+from healer_core.schema import ErrorCode
 from inference_service.batcher import BatcherFull, BatcherStopped, MicroBatcher
 from inference_service.engine.base import Engine, EngineResult, ModelInfo
 from inference_service.errors import Busy, TransientError
-from healer_core.schema import ErrorCode
 
 
 class Inference:
@@ -24,7 +24,8 @@ class Inference:
         return self.engine.info
 
     def has_capacity(self) -> bool:
-        return self.batcher.has_capacity()
+        """Whether a new image would be queued now rather than refused (cheap pre-check)."""
+        return self.batcher.running and self.batcher.waiting < self.batcher.max_queue
 
     async def run(self, image: Image, explain: bool) -> tuple[EngineResult, float, float]:
         """(result, queue_ms, inference_ms). Raises Busy when full, TransientError when stopping."""

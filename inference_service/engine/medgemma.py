@@ -1,0 +1,285 @@
+"""MedGemma (or any Gemma 3 image-text checkpoint) through transformers, as an `Engine`.
+
+Verdict = ONE forward pass over a left-padded batch: p_yes is the softmax over the Yes/No answer
+tokens' logits at the last prompt position (`logits_to_keep=1`, so the 262k-wide vocabulary
+projection runs for one position only). With `explain`, one greedy `generate` call gives both:
+its first step's logits are that same prefill's, and its text is the explanation.
+
+torch and transformers are imported here, so only the loader (inside the app's lifespan) may
+import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL.Image import Image
+
+from inference_service.engine.base import EngineResult, ModelInfo
+from inference_service.engine.manifest import read_manifest
+from inference_service.engine.prompt import (
+    NO_WORDS,
+    PROMPT_TEXT,
+    PROMPT_VERSION,
+    YES_WORDS,
+    decide,
+    parse_generated,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EngineConfigError(ValueError):
+    """The requested device, dtype or quantization cannot work; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load the checkpoint (resolved from Settings by the loader)."""
+
+    model_dir: str
+    device: str = "auto"  # auto | cuda | cpu
+    dtype: str = "auto"  # auto | bfloat16 | float32 | float16 (refused)
+    quantization: str = "none"  # none | 8bit | 4bit
+    attn_implementation: str = "sdpa"
+    model_id: str = ""  # fallbacks when MODEL_DIR has no healer-model.json
+    model_revision: str = ""
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda when available, else cpu. Asking for cuda without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineConfigError("DEVICE=cuda but no CUDA device is visible; use DEVICE=cpu or auto.")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """bf16 on CUDA, float32 on CPU by default; float16 is refused (Gemma 3 overflows in fp16)."""
+    if dtype in ("float16", "fp16", "half"):
+        raise EngineConfigError(
+            "DTYPE=float16 is refused: Gemma 3 activations overflow in fp16 (inf/NaN logits). "
+            "Use DTYPE=bfloat16 on GPU (the default) or float32 on CPU."
+        )
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
+def quantization_config(quantization: str, device: str) -> Any | None:
+    """A bitsandbytes config for 8bit|4bit with bf16 compute, or None. Needs CUDA and bitsandbytes."""
+    if quantization in ("none", ""):
+        return None
+    if quantization not in ("8bit", "4bit"):
+        raise EngineConfigError(f"QUANTIZATION={quantization!r}: expected none, 8bit or 4bit.")
+    if device != "cuda":
+        raise EngineConfigError(f"QUANTIZATION={quantization} needs a CUDA GPU (bitsandbytes); use none on CPU.")
+    try:
+        import bitsandbytes  # noqa: F401  (imported only to fail early with a clear message)
+    except ImportError as exc:
+        raise EngineConfigError(
+            f"QUANTIZATION={quantization} needs bitsandbytes: pip install 'healer[gpu]' (or QUANTIZATION=none)."
+        ) from exc
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def answer_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Ids of the forms in `words` (and their "▁"-prefixed twins) that are single, known tokens."""
+    ids: list[int] = []
+    for word in (*words, *(" " + w for w in words)):
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id and encoded[0] not in ids:
+            ids.append(encoded[0])
+    return ids
+
+
+def p_yes_from_logits(logits: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int]) -> list[float]:
+    """Per row: P(yes) = softmax over the Yes/No answer tokens' logits (all forms pooled), in fp32."""
+    logits = logits.float()
+    yes = torch.logsumexp(logits[:, list(yes_ids)], dim=-1)
+    no = torch.logsumexp(logits[:, list(no_ids)], dim=-1)
+    return torch.sigmoid(yes - no).tolist()
+
+
+class TransformersEngine:
+    """An `Engine` over a Gemma 3 image-text model and its processor. Thread-safe (one batch at a time)."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        info: ModelInfo,
+        *,
+        threshold: float = 0.5,
+        band: float = 0.1,
+        max_new_tokens: int = 48,
+    ) -> None:
+        self._model = model
+        self._processor = processor
+        self._info = info
+        self._threshold = threshold
+        self._band = band
+        self._max_new_tokens = max_new_tokens
+        self._device = next(model.parameters()).device
+        # Floating inputs (pixel_values) go in the compute dtype; quantized weights report int8.
+        self._dtype = getattr(torch, info.dtype)
+        self._lock = threading.Lock()
+        tokenizer = processor.tokenizer
+        tokenizer.padding_side = "left"  # the answer position is then the last column for every row
+        self._yes_ids = answer_token_ids(tokenizer, YES_WORDS)
+        self._no_ids = answer_token_ids(tokenizer, NO_WORDS)
+        if not self._yes_ids or not self._no_ids:
+            raise EngineConfigError("The tokenizer has no single-token Yes/No; p_yes cannot be computed.")
+        self._prompt = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT_TEXT}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        options: LoadOptions,
+        *,
+        threshold: float = 0.5,
+        band: float = 0.1,
+        max_new_tokens: int = 48,
+    ) -> TransformersEngine:
+        """Load processor and model from a local directory only (works with HF_HUB_OFFLINE=1)."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model_dir = Path(options.model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise EngineConfigError(
+                f"MODEL_DIR={model_dir} holds no model (no config.json): run `healer model download` "
+                "or `make tiny-model`."
+            )
+        device = resolve_device(options.device)
+        dtype = resolve_dtype(options.dtype, device)
+        quant = quantization_config(options.quantization, device)
+        kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "attn_implementation": options.attn_implementation,
+            "local_files_only": True,
+        }
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+            kwargs["device_map"] = {"": 0}  # bitsandbytes places the weights itself
+        processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+        model: Any = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
+        if quant is None:
+            model = model.to(device)
+        model.eval()
+        manifest = read_manifest(model_dir) or {}
+        info = ModelInfo(
+            model_id=str(manifest.get("model_id") or options.model_id or model_dir.name),
+            model_revision=str(manifest.get("revision") or options.model_revision or ""),
+            quantization=options.quantization if quant is not None else "none",
+            prompt_version=PROMPT_VERSION,
+            device=device,
+            dtype=str(dtype).removeprefix("torch."),
+        )
+        return cls(model, processor, info, threshold=threshold, band=band, max_new_tokens=max_new_tokens)
+
+    @property
+    def info(self) -> ModelInfo:
+        """Provenance stored with every verdict."""
+        return self._info
+
+    def predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
+        """One padded batch: verdicts (and, with `explain`, one-sentence explanations), in order."""
+        if not images:
+            return []
+        with self._lock, torch.inference_mode():
+            start = time.perf_counter()
+            inputs = self._encode(images)
+            texts: list[str | None] = [None] * len(images)
+            if explain:
+                logits, generated = self._generate(inputs)
+                texts = list(generated)
+            else:
+                logits = self._forward(inputs)
+            p_values = p_yes_from_logits(logits, self._yes_ids, self._no_ids)
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+        results = []
+        for p_yes, text in zip(p_values, texts, strict=True):
+            finite = p_yes if math.isfinite(p_yes) else None
+            parsed = parse_generated(text) if text is not None else None
+            results.append(
+                EngineResult(
+                    answer=decide(finite, parsed, self._threshold, self._band),
+                    p_yes=finite,
+                    explanation=parsed.explanation if parsed is not None else "",
+                    inference_ms=elapsed_ms,
+                )
+            )
+        return results
+
+    def _encode(self, images: Sequence[Image]) -> dict[str, torch.Tensor]:
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        batch = self._processor(
+            text=[self._prompt] * len(rgb),
+            images=[[im] for im in rgb],
+            return_tensors="pt",
+            padding=True,
+        )
+        inputs = {k: v.to(self._device) for k, v in batch.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
+        return inputs
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return verdict_logits(self._model, inputs)
+
+    def _generate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+        logits, new_tokens = explain_generate(self._model, inputs, self._max_new_tokens)
+        texts = self._processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return logits, texts
+
+
+def verdict_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token logits at the last position of each left-padded row: shape (batch, vocab).
+
+    Positions count only real tokens, so a padded row sees the same positions as it would alone.
+    """
+    mask = inputs["attention_mask"]
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(**inputs, position_ids=position_ids, logits_to_keep=1, use_cache=False)
+    return out.logits[:, -1, :]
+
+
+def explain_generate(
+    model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy, bounded generation. Returns (first-step logits, new token ids).
+
+    The first step's logits are the prefill's answer-position logits, so p_yes needs no second pass.
+    """
+    out = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        top_p=None,
+        top_k=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    prompt_len = inputs["input_ids"].shape[1]
+    return out.logits[0], out.sequences[:, prompt_len:]

@@ -1,0 +1,332 @@
+"""`make bench-gpu`: MedGemma-4B-shaped random weights on one GPU, the seed's path vs Healer's engine.
+
+Self-contained, no downloads: the model is `Gemma3ForConditionalGeneration` built from a config
+with MedGemma 4B's shapes (ARCHITECTURE.md) and random bf16 weights; inputs are one 896x896 image
+and a 319-token prompt (256 image tokens), as in the issue's reference table. In one process:
+
+  seed    8-bit bitsandbytes, batch 1, generate 100 tokens (the seed's `load_in_8bit=True` path:
+          the random model is saved to a temp dir and reloaded quantized, as from_pretrained does)
+  verdict Healer's engine: one forward pass, `logits_to_keep=1`, p_yes (batch 1, 8, 32, 64)
+  explain Healer's engine with an explanation: greedy generate, exactly 32 new tokens (worst case)
+
+It prints images/s, p50/p95 latency per batch, peak GPU memory, the ratio to the seed's path, and
+the time per stage (vision tower vs language prefill; CPU preprocessing at 896 px).
+`--dry-run` builds a tiny config on CPU and runs one step of each path (tested in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from inference_service.engine.medgemma import (  # noqa: E402  (the engine's own code paths)
+    explain_generate,
+    p_yes_from_logits,
+    verdict_logits,
+)
+
+PROMPT_TOKENS = 319  # the reference run's prompt: 256 image tokens + chat and question text
+SEED_NEW_TOKENS = 100
+EXPLAIN_NEW_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Everything about the model and its inputs that sets the cost."""
+
+    text_hidden: int
+    text_layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    sliding_window: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_ffn: int
+    image_size: int
+    patch: int
+    image_tokens: int
+    image_token_id: int
+    boi_id: int
+    eoi_id: int
+    prompt_tokens: int
+
+
+MEDGEMMA_4B = Shapes(
+    text_hidden=2560, text_layers=34, heads=8, kv_heads=4, head_dim=256, ffn=10240, vocab=262208,
+    sliding_window=1024, vision_hidden=1152, vision_layers=27, vision_heads=16, vision_ffn=4304,
+    image_size=896, patch=14, image_tokens=256, image_token_id=262144, boi_id=255999, eoi_id=256000,
+    prompt_tokens=PROMPT_TOKENS,
+)  # fmt: skip
+
+TINY = Shapes(
+    text_hidden=64, text_layers=2, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=512,
+    sliding_window=64, vision_hidden=32, vision_layers=1, vision_heads=2, vision_ffn=64,
+    image_size=56, patch=14, image_tokens=4, image_token_id=500, boi_id=498, eoi_id=499,
+    prompt_tokens=67,
+)  # fmt: skip
+
+
+def build_config(s: Shapes) -> Any:
+    """A Gemma3Config with these shapes (sliding/global 5:1 as in Gemma 3, SDPA attention)."""
+    from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+
+    text = Gemma3TextConfig(
+        vocab_size=s.vocab,
+        hidden_size=s.text_hidden,
+        intermediate_size=s.ffn,
+        num_hidden_layers=s.text_layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
+        head_dim=s.head_dim,
+        query_pre_attn_scalar=s.head_dim,
+        sliding_window=s.sliding_window,
+        max_position_embeddings=131072,
+    )  # fmt: skip  (MedGemma's linear RoPE scaling is left out: it changes no cost)
+    vision = SiglipVisionConfig(
+        hidden_size=s.vision_hidden, intermediate_size=s.vision_ffn, num_hidden_layers=s.vision_layers,
+        num_attention_heads=s.vision_heads, image_size=s.image_size, patch_size=s.patch, vision_use_head=False,
+    )  # fmt: skip
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=s.image_tokens,
+        image_token_index=s.image_token_id, boi_token_index=s.boi_id, eoi_token_index=s.eoi_id,
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def build_model(config: Any, device: str, dtype: torch.dtype) -> Any:
+    """Random weights, created directly on the device (a 4B model initialises in seconds on GPU)."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Gemma3ForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def make_inputs(s: Shapes, batch: int, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One image and a `prompt_tokens`-long prompt per row, laid out like the chat template's."""
+    gen = torch.Generator().manual_seed(batch)
+    before, after = 12, s.prompt_tokens - 12 - s.image_tokens - 3
+    text = torch.randint(10, min(s.boi_id, 255000) - 1, (batch, before + after), generator=gen)
+    row = [
+        torch.full((batch, 1), 2),  # <bos>
+        text[:, :before],
+        torch.full((batch, 1), s.boi_id),
+        torch.full((batch, s.image_tokens), s.image_token_id),
+        torch.full((batch, 1), s.eoi_id),
+        text[:, before:],
+    ]
+    input_ids = torch.cat(row, dim=1)
+    assert input_ids.shape[1] == s.prompt_tokens
+    pixels = torch.randn(batch, 3, s.image_size, s.image_size, generator=gen)
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "token_type_ids": (input_ids == s.image_token_id).long().to(device),
+        "pixel_values": pixels.to(device=device, dtype=dtype),
+    }
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Row:
+    """One benchmark line."""
+
+    path: str
+    batch: int
+    latencies_s: list[float]
+    peak_gb: float | None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / statistics.mean(self.latencies_s)
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000.0
+
+
+def measure(path: str, batch: int, step: Callable[[], object], device: str, iters: int, warm: int = 1) -> Row:
+    """Time `iters` calls of `step` (after `warm` untimed ones), with peak GPU memory."""
+    for _ in range(warm):
+        step()
+    _sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    latencies = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        latencies.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    row = Row(path, batch, latencies, peak)
+    print(
+        f"  {path:<28} b={batch:<3} {row.images_per_s:9.2f} img/s  p50 {row.pct(0.5):9.1f} ms  "
+        f"p95 {row.pct(0.95):9.1f} ms  peak {'n/a' if peak is None else f'{peak:6.1f} GiB'}",
+        flush=True,
+    )
+    return row
+
+
+def engine_rows(model: Any, s: Shapes, args: argparse.Namespace, device: str, dtype: torch.dtype) -> list[Row]:
+    """Healer's engine path at each batch size: verdict only, then verdict + explanation."""
+    rows: list[Row] = []
+    yes_ids, no_ids = [10, 11, 12], [13, 14, 15]  # stand-ins: the cost is the same for any ids
+    model.generation_config.pad_token_id = 0
+    model.generation_config.min_new_tokens = EXPLAIN_NEW_TOKENS  # worst case: never stop early
+    with torch.inference_mode():
+        for batch in args.batch_sizes:
+            inputs = make_inputs(s, batch, device, dtype)
+
+            def verdict(inputs: dict[str, torch.Tensor] = inputs) -> object:
+                return p_yes_from_logits(verdict_logits(model, inputs), yes_ids, no_ids)
+
+            def explained(inputs: dict[str, torch.Tensor] = inputs) -> object:
+                logits, _ = explain_generate(model, inputs, EXPLAIN_NEW_TOKENS)
+                return p_yes_from_logits(logits, yes_ids, no_ids)
+
+            rows.append(measure("healer verdict", batch, verdict, device, args.iters))
+            if batch in args.explain_batch_sizes:
+                rows.append(measure(f"healer verdict+explain({EXPLAIN_NEW_TOKENS})", batch, explained, device,
+                                    max(2, args.iters // 2)))  # fmt: skip
+            del inputs
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def stage_times(model: Any, s: Shapes, batch: int, device: str, dtype: torch.dtype, iters: int) -> None:
+    """Where a verdict's time goes: vision tower + projector vs the whole prefill; CPU preprocessing."""
+    inputs = make_inputs(s, batch, device, dtype)
+    with torch.inference_mode():
+        vision = measure("stage: vision+projector", batch, lambda: model.get_image_features(inputs["pixel_values"]),
+                         device, iters)  # fmt: skip
+        full = measure("stage: full verdict pass", batch, lambda: verdict_logits(model, inputs), device, iters)
+    language = statistics.mean(full.latencies_s) - statistics.mean(vision.latencies_s)
+    print(f"  stage: language prefill ≈ {language * 1000:.1f} ms per batch of {batch}")
+    try:
+        import numpy as np
+        from PIL import Image
+        from transformers import Gemma3ImageProcessor
+
+        processor = Gemma3ImageProcessor(size={"height": s.image_size, "width": s.image_size})
+        rng = np.random.default_rng(0)
+        images = [Image.fromarray(rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)) for _ in range(8)]
+        start = time.perf_counter()
+        processor(images=images, return_tensors="pt")
+        per_image = (time.perf_counter() - start) / len(images) * 1000.0
+        print(f"  stage: CPU preprocessing (1024 px → {s.image_size} px) ≈ {per_image:.1f} ms per image")
+    except Exception as exc:  # the bench must still print its numbers
+        print(f"  stage: CPU preprocessing not measured ({type(exc).__name__}: {exc})")
+
+
+def seed_row(model: Any, s: Shapes, args: argparse.Namespace, device: str) -> Row | None:
+    """The seed's path: the same weights reloaded with load_in_8bit=True, batch 1, 100 new tokens."""
+    if device != "cuda":
+        print("  seed path skipped: 8-bit bitsandbytes needs CUDA")
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+    except ImportError as exc:
+        print(f"  seed path skipped: bitsandbytes is not installed ({exc}); pip install bitsandbytes")
+        return None
+    with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
+        model.save_pretrained(tmp)
+        quantized = AutoModelForImageTextToText.from_pretrained(
+            tmp,
+            quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+            dtype=torch.bfloat16,
+            device_map={"": 0},
+            attn_implementation="sdpa",
+        ).eval()
+    quantized.generation_config.pad_token_id = 0
+    quantized.generation_config.min_new_tokens = SEED_NEW_TOKENS
+    inputs = make_inputs(s, 1, device, torch.bfloat16)
+
+    def generate() -> object:
+        return quantized.generate(**inputs, max_new_tokens=SEED_NEW_TOKENS, do_sample=False)
+
+    with torch.inference_mode():
+        return measure(f"seed 8-bit generate({SEED_NEW_TOKENS})", 1, generate, device, args.seed_iters, warm=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the GPU benchmark (or, with --dry-run, its tiny CPU rehearsal) and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU, one step of each path")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--explain-batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--seed-iters", type=int, default=3)
+    parser.add_argument("--skip-seed", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.dry_run:
+        shapes, device, dtype = TINY, "cpu", torch.float32
+        args.batch_sizes, args.explain_batch_sizes, args.iters, args.seed_iters = [1, 2], [1, 2], 1, 1
+    else:
+        if not torch.cuda.is_available():
+            print("bench-gpu needs a CUDA GPU (use --dry-run to rehearse on CPU)")
+            return 2
+        shapes, device, dtype = MEDGEMMA_4B, "cuda", torch.bfloat16
+        print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    import transformers
+
+    print(f"# transformers {transformers.__version__}; SDPA; prompt {shapes.prompt_tokens} tokens, "
+          f"{shapes.image_size} px image; random weights", flush=True)  # fmt: skip
+
+    start = time.perf_counter()
+    model = build_model(build_config(shapes), device, dtype)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"# model built in {time.perf_counter() - start:.1f}s: {params / 1e9:.2f} B parameters", flush=True)
+
+    rows = engine_rows(model, shapes, args, device, dtype)
+    stage_times(model, shapes, max(args.batch_sizes[:3]), device, dtype, args.iters)
+    seed = None if args.skip_seed else seed_row(model, shapes, args, device)
+    del model
+    gc.collect()
+
+    print()
+    print(f"{'path':<30} {'batch':>5} {'img/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'peak GiB':>9} {'x seed':>8}")
+    for row in [*([seed] if seed else []), *rows]:
+        ratio = f"{row.images_per_s / seed.images_per_s:7.1f}x" if seed else "     n/a"
+        peak = "n/a" if row.peak_gb is None else f"{row.peak_gb:.1f}"
+        print(f"{row.path:<30} {row.batch:>5} {row.images_per_s:9.2f} {row.pct(0.5):9.1f} {row.pct(0.95):9.1f} "
+              f"{peak:>9} {ratio:>8}")  # fmt: skip
+    best = max((r for r in rows if r.path == "healer verdict"), key=lambda r: r.images_per_s)
+    if seed:
+        print(f"best_verdict_vs_seed={best.images_per_s / seed.images_per_s:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

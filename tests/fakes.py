@@ -1,0 +1,90 @@
+"""Fakes written here (no MagicMock): a deterministic, thread-safe Engine that records its calls."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from PIL.Image import Image
+
+from inference_service.engine.base import EngineResult, ModelInfo
+from inference_service.engine.prompt import PROMPT_VERSION, answer_from_p_yes
+
+
+class FakeEngineError(RuntimeError):
+    """What FakeEngine raises for an image its `fail_on` predicate selects."""
+
+
+def image_p_yes(image: Image) -> float:
+    """A deterministic p_yes in [0, 1] derived from the image's size and pixels."""
+    digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One predict() call: how many images, with or without explanations, and on which thread."""
+
+    batch_size: int
+    explain: bool
+    thread: str
+    started: float
+
+
+@dataclass
+class FakeEngine:
+    """An Engine for tests of the batcher and the service.
+
+    - `p_yes`: function of the image (default: a hash of its pixels), so answers are reproducible;
+    - `delay_s`: sleep per predict() call (simulates a GPU batch; blocks the worker thread);
+    - `fail_on`: predicate on an image; a batch containing such an image raises FakeEngineError,
+      as a real batch fails as a whole;
+    - `explanation`: template for explanations ({width}, {height}); "" makes them empty;
+    - `calls`: every predict() call, in order (guarded by a lock).
+    """
+
+    p_yes: Callable[[Image], float] = image_p_yes
+    delay_s: float = 0.0
+    fail_on: Callable[[Image], bool] | None = None
+    explanation: str = "Fake explanation for a {width}x{height} image."
+    threshold: float = 0.5
+    band: float = 0.1
+    info: ModelInfo = field(
+        default_factory=lambda: ModelInfo(
+            model_id="fake/engine", model_revision="fake-1", quantization="none", prompt_version=PROMPT_VERSION
+        )
+    )
+    calls: list[FakeCall] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
+        """One result per image; raises FakeEngineError if any image matches `fail_on`."""
+        started = time.perf_counter()
+        with self._lock:
+            self.calls.append(FakeCall(len(images), explain, threading.current_thread().name, started))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_on is not None and any(self.fail_on(im) for im in images):
+            raise FakeEngineError("fake engine failure")
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        results = []
+        for image in images:
+            p = self.p_yes(image)
+            results.append(
+                EngineResult(
+                    answer=answer_from_p_yes(p, self.threshold, self.band),
+                    p_yes=p,
+                    explanation=self.explanation.format(width=image.width, height=image.height) if explain else "",
+                    inference_ms=elapsed_ms,
+                )
+            )
+        return results
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Sizes of the batches seen so far, in order."""
+        with self._lock:
+            return [c.batch_size for c in self.calls]

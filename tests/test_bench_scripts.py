@@ -1,0 +1,59 @@
+"""The benchmark scripts import and their CPU-side logic runs (numbers are printed, never asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"healer_bench_{name}", SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_gpu_dry_run_builds_and_steps_every_path(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    assert bench.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "healer verdict " in out and "healer verdict+explain(32)" in out
+    assert "seed path skipped" in out  # no CUDA here
+
+
+def test_bench_gpu_shapes_match_medgemma_4b() -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    config = bench.build_config(bench.MEDGEMMA_4B)
+    text, vision = config.text_config, config.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
+        2560,
+        34,
+        8,
+        4,
+    )
+    assert (text.head_dim, text.intermediate_size, text.vocab_size, text.sliding_window) == (256, 10240, 262208, 1024)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size, vision.patch_size) == (1152, 27, 896, 14)
+    assert (config.image_token_id, config.boi_token_id, config.eoi_token_id, config.mm_tokens_per_image) == (
+        262144,
+        255999,
+        256000,
+        256,
+    )
+    inputs = bench.make_inputs(bench.MEDGEMMA_4B, 2, "cpu", bench.torch.float32)
+    assert inputs["input_ids"].shape == (2, 319)
+    assert int(inputs["token_type_ids"].sum()) == 2 * 256
+
+
+def test_bench_http_imports() -> None:
+    bench = _load("bench_http")
+    assert bench.main.__doc__

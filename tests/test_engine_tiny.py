@@ -1,0 +1,164 @@
+"""The engine on the tiny random Gemma 3 checkpoint, through real transformers (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("transformers")
+
+from inference_service.engine.base import Engine
+from inference_service.engine.loader import (
+    SelfTestError,
+    load_engine,
+    selftest,
+    synthetic_tile,
+    warmup,
+    warmup_batch_sizes,
+)
+from inference_service.engine.medgemma import EngineConfigError, LoadOptions, TransformersEngine
+from inference_service.engine.prompt import PROMPT_VERSION
+from inference_service.engine.tiny import TINY_MODEL_ID, TINY_REVISION
+from inference_service.settings import Settings
+from tests.fakes import FakeEngine
+
+
+def _noise(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image:
+    rng = random.Random(seed)
+    data = bytes(rng.randrange(256) for _ in range(width * height * 3))
+    return Image.frombytes("RGB", (width, height), data).convert(mode)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> TransformersEngine:
+    loaded = load_engine(Settings(model_dir=str(tiny_model_dir), device="cpu"))
+    assert isinstance(loaded, TransformersEngine)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    # Mixed sizes, aspect ratios and modes: the processor resizes all of them to 224 px.
+    return [
+        _noise(64, 64, 1),
+        _noise(300, 120, 2),
+        _noise(31, 517, 3, "L"),
+        synthetic_tile(256),
+        _noise(900, 700, 5, "RGBA"),
+    ]
+
+
+def test_engine_satisfies_the_port_and_says_it_is_tiny(engine: TransformersEngine) -> None:
+    assert isinstance(engine, Engine)
+    info = engine.info
+    assert info.model_id == TINY_MODEL_ID and "NOT MedGemma" in info.model_id
+    assert info.model_revision == TINY_REVISION
+    assert (info.quantization, info.prompt_version, info.device, info.dtype) == (
+        "none",
+        PROMPT_VERSION,
+        "cpu",
+        "float32",
+    )
+
+
+def test_verdict_fields(engine: TransformersEngine, images: list[Image.Image]) -> None:
+    results = engine.predict(images, explain=False)
+    assert len(results) == len(images)
+    for result in results:
+        assert result.answer in ("yes", "no", "indeterminate")
+        assert result.p_yes is not None and math.isfinite(result.p_yes) and 0.0 <= result.p_yes <= 1.0
+        assert result.explanation == ""
+        assert result.inference_ms > 0
+    # The (randomly initialised) image path is live: different images, different p_yes.
+    assert len({round(r.p_yes or 0, 6) for r in results}) > 1
+
+
+def test_batched_equals_single(engine: TransformersEngine, images: list[Image.Image]) -> None:
+    batched = engine.predict(images, explain=False)
+    for image, together in zip(images, batched, strict=True):
+        (alone,) = engine.predict([image], explain=False)
+        assert together.p_yes is not None and alone.p_yes is not None
+        assert abs(together.p_yes - alone.p_yes) < 1e-3
+        assert together.answer == alone.answer
+
+
+def test_explain_gives_one_sentence_and_the_same_p_yes(engine: TransformersEngine, images: list[Image.Image]) -> None:
+    plain = engine.predict(images[:3], explain=False)
+    explained = engine.predict(images[:3], explain=True)
+    for a, b in zip(plain, explained, strict=True):
+        # generate()'s first step is the same prefill as the verdict-only forward pass.
+        assert a.p_yes is not None and b.p_yes is not None and abs(a.p_yes - b.p_yes) < 1e-3
+        assert b.explanation.strip()
+        assert "\n" not in b.explanation
+    assert engine.predict([], explain=True) == []
+
+
+def test_deterministic_checkpoint(tiny_model_dir: Path, engine: TransformersEngine, tmp_path: Path) -> None:
+    from inference_service.engine.tiny import build_tiny_checkpoint
+
+    again = TransformersEngine.load(LoadOptions(model_dir=str(build_tiny_checkpoint(tmp_path / "again"))))
+    image = synthetic_tile()
+    assert again.predict([image], False)[0].p_yes == engine.predict([image], False)[0].p_yes
+    manifest = json.loads((tiny_model_dir / "healer-model.json").read_text())
+    assert manifest["model_id"] == TINY_MODEL_ID
+    size = sum(p.stat().st_size for p in tiny_model_dir.iterdir())
+    assert size < 5_000_000
+
+
+def test_selftest_and_warmup(engine: TransformersEngine) -> None:
+    result = selftest(engine)
+    assert result.p_yes is not None and result.explanation
+    timings = warmup(engine, warmup_batch_sizes(4), explain=(False, True))
+    assert set(timings) == {"b1", "b1+explain", "b2", "b2+explain", "b4", "b4+explain"}
+
+
+def test_selftest_rejects_nan_and_empty_explanation() -> None:
+    with pytest.raises(SelfTestError):
+        selftest(FakeEngine(p_yes=lambda _: math.nan))
+    with pytest.raises(SelfTestError, match="explanation is empty"):
+        selftest(FakeEngine(explanation=""))
+    assert selftest(FakeEngine(explanation=""), explain=False).explanation == ""
+
+
+def test_warmup_batch_sizes() -> None:
+    assert warmup_batch_sizes(1) == [1]
+    assert warmup_batch_sizes(8) == [1, 2, 4, 8]
+    assert warmup_batch_sizes(12) == [1, 2, 4, 8, 12]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DTYPE": "float16"}, "float16 is refused"),
+        ({"QUANTIZATION": "8bit", "DEVICE": "cpu"}, "needs a CUDA GPU"),
+        ({"DEVICE": "cuda"}, "no CUDA device"),
+    ],
+)
+def test_impossible_configurations_are_refused_clearly(tiny_model_dir: Path, env: dict[str, str], message: str) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if env.get("DEVICE") == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(EngineConfigError, match=message):
+        load_engine(Settings.model_validate({"MODEL_DIR": str(tiny_model_dir), **env}))
+
+
+def test_missing_model_dir_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(EngineConfigError, match="healer model download"):
+        load_engine(Settings(model_dir=str(tmp_path / "nothing"), device="cpu"))
+
+
+def test_importing_the_engine_package_and_loader_does_not_import_torch() -> None:
+    code = (
+        "import sys, inference_service.engine.loader, inference_service.engine.prompt, "
+        "inference_service.batcher; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
