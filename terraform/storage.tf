@@ -15,6 +15,15 @@ resource "google_storage_bucket" "inbox" {
     enabled = var.inbox_versioning
   }
 
+  # The review console's browser uploads straight to the bucket with V4 signed PUT URLs: allow
+  # exactly that origin, method and header (nothing else is readable cross-origin).
+  cors {
+    origin          = [local.console_url]
+    method          = ["PUT"]
+    response_header = ["Content-Type"]
+    max_age_seconds = 3600
+  }
+
   dynamic "encryption" {
     for_each = var.inbox_kms_key_name == null ? [] : [var.inbox_kms_key_name]
     content {

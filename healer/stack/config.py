@@ -14,7 +14,9 @@ class StackConfig(BaseSettings):
     # No populate_by_name: field names like `home` or `host` must not read $HOME or $HOST.
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    project: str = Field(default="healer-local", validation_alias=AliasChoices("HEALER_PROJECT", "GOOGLE_CLOUD_PROJECT"))
+    project: str = Field(
+        default="healer-local", validation_alias=AliasChoices("HEALER_PROJECT", "GOOGLE_CLOUD_PROJECT")
+    )
     bucket: str = Field(default="healer-inbox", validation_alias="HEALER_BUCKET")
     host: str = Field(default="127.0.0.1", validation_alias="HEALER_HOST")
     storage_port: int = Field(default=9023, validation_alias="HEALER_STORAGE_PORT")
@@ -47,7 +49,7 @@ class StackConfig(BaseSettings):
 
     @property
     def dead_letter_pull_subscription(self) -> str:
-        return f"{self.dead_letter_topic}-retained"
+        return f"{self.dead_letter_topic}-hold"
 
     @property
     def storage_url(self) -> str:

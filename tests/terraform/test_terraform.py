@@ -54,6 +54,15 @@ ROLE_ALLOWLIST: dict[str, set[str]] = {
     "agent:pubsub": {"roles/pubsub.publisher", "roles/pubsub.subscriber", "roles/iam.serviceAccountTokenCreator"},
     "agent:gcs": {"roles/pubsub.publisher", "roles/cloudkms.cryptoKeyEncrypterDecrypter"},
     "agent:eventarc": {"roles/eventarc.serviceAgent"},
+    # The review console (console.tf): read jobs, sign upload URLs as itself, write and read objects.
+    "sa:console": {
+        "roles/datastore.viewer",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/storage.objectCreator",
+        "roles/storage.objectViewer",
+    },
+    "agent:iap": {"roles/run.invoker"},
+    "${var.console_access_member}": {"roles/iap.httpsResourceAccessor", "roles/run.invoker"},
 }
 
 # Grants on the whole project, per principal: only where Google offers no narrower scope.
@@ -73,6 +82,7 @@ PROJECT_LEVEL_ALLOWLIST: dict[str, set[str]] = {
     },
     "agent:gcs": {"roles/pubsub.publisher"},
     "agent:eventarc": {"roles/eventarc.serviceAgent"},
+    "sa:console": {"roles/datastore.viewer"},
 }
 
 

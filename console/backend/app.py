@@ -1,0 +1,102 @@
+"""The console's app factory: `uvicorn --factory console.backend.app:create_app`.
+
+GET  /healthz                        liveness
+GET  /api/config                     deployment facts for the page (bucket, error descriptions)
+GET  /api/jobs                       newest jobs, filters state/answer, search q, offset/limit
+GET  /api/jobs/{job_id}              one job: full verdict, error in plain words, history
+GET  /api/jobs/{job_id}/preview.png  downscaled PNG rendered from the stored object
+POST /api/uploads                    signed PUT URLs for the inbox bucket
+PUT  /api/uploads/local/...          local stack only: forwards an upload to the emulator
+GET  /…                              the built frontend (console/web/dist)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from google.cloud import storage
+
+from console.backend import api_jobs, api_uploads
+from console.backend.context import ConsoleContext
+from console.backend.preview import PreviewCache
+from console.backend.settings import ConsoleSettings
+from console.backend.static import mount_frontend
+from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, UploadSigner
+from healer_core import logs
+from healer_core.store import JobStore, new_client
+from inference_service.blobs import BlobSource, GcsBlobSource
+
+# The page loads only its own scripts and styles; uploads go to Cloud Storage (or, locally, to us).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self' https://storage.googleapis.com; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def build_context(
+    settings: ConsoleSettings,
+    store: JobStore | None = None,
+    blobs: BlobSource | None = None,
+    signer: UploadSigner | None = None,
+) -> ConsoleContext:
+    """Wire the adapters: Firestore, Cloud Storage (or the emulators), and the upload signer."""
+    if store is None:
+        store = JobStore(
+            new_client(settings.project_id, settings.firestore_database), settings.jobs_collection
+        )
+    if blobs is None:
+        blobs = GcsBlobSource(settings.project_id)
+    local_signer = LocalUploadSigner() if settings.local else None
+    if signer is None:
+        if local_signer is not None:
+            signer = local_signer
+        else:
+            signer = GcsUploadSigner(
+                storage.Client(project=settings.project_id), settings.signer_service_account
+            )
+    elif isinstance(signer, LocalUploadSigner):
+        local_signer = signer
+    return ConsoleContext(
+        settings=settings,
+        store=store,
+        blobs=blobs,
+        signer=signer,
+        previews=PreviewCache(settings.preview_cache_entries),
+        local_signer=local_signer,
+    )
+
+
+def create_app(
+    settings: ConsoleSettings | None = None,
+    store: JobStore | None = None,
+    blobs: BlobSource | None = None,
+    signer: UploadSigner | None = None,
+) -> FastAPI:
+    """The console app. Tests pass their own settings and store; production reads the environment."""
+    settings = settings or ConsoleSettings()
+    logs.configure(settings.log_level)
+    app = FastAPI(
+        title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json"
+    )
+    app.state.console = build_context(settings, store, blobs, signer)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/api/docs"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(api_jobs.router)
+    app.include_router(api_uploads.router)
+    mount_frontend(app, settings.static_dir)
+    return app

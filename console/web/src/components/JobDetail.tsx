@@ -1,0 +1,156 @@
+import { useEffect, useState } from "react";
+import { fetchJob, previewUrl, type JobDetail as Job } from "../api";
+import { formatBytes, formatMs, formatTime, splitName } from "../format";
+import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
+
+const POLL_MS = 1500;
+
+function Field({ label, children }: { label: string; children: React.ReactNode }) {
+  return (
+    <div className="grid grid-cols-3 gap-3 py-1.5 text-sm">
+      <dt className="text-slate-500">{label}</dt>
+      <dd className="col-span-2 text-slate-800 [overflow-wrap:anywhere]">{children}</dd>
+    </div>
+  );
+}
+
+/** One job: server-rendered preview, full verdict, object facts and history. Polls until terminal. */
+export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void }) {
+  const [job, setJob] = useState<Job | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [previewFailed, setPreviewFailed] = useState(false);
+
+  useEffect(() => {
+    let alive = true;
+    let timer: number | undefined;
+    const controller = new AbortController();
+    const load = async () => {
+      try {
+        const next = await fetchJob(jobId, controller.signal);
+        if (!alive) return;
+        setJob(next);
+        setError(null);
+        if (next.state !== "done" && next.state !== "failed") timer = window.setTimeout(load, POLL_MS);
+      } catch (exc) {
+        if (alive && (exc as Error).name !== "AbortError") setError((exc as Error).message);
+      }
+    };
+    void load();
+    return () => {
+      alive = false;
+      controller.abort();
+      window.clearTimeout(timer);
+    };
+  }, [jobId]);
+
+  if (error) return <p className="text-sm text-rose-700">Could not load the job: {error}</p>;
+  if (!job) return <p className="text-sm text-slate-500">Loading…</p>;
+
+  const verdict = job.verdict;
+  const timings = verdict?.timings_ms;
+  return (
+    <div className="space-y-5" data-testid="job-detail">
+      <div className="flex flex-wrap items-center gap-3">
+        <button onClick={onBack} className="rounded-md border border-slate-300 bg-white px-3 py-1.5 text-sm hover:bg-slate-50">
+          ← All jobs
+        </button>
+        <h2 className="min-w-0 truncate text-lg font-semibold text-slate-900" title={job.name}>
+          {splitName(job.name).base}
+        </h2>
+        <StateBadge state={job.state} />
+      </div>
+
+      <div className="grid gap-5 lg:grid-cols-5">
+        <section className="rounded-xl border border-slate-200 bg-white p-4 shadow-sm lg:col-span-2">
+          <h3 className="mb-3 text-xs font-semibold uppercase tracking-wide text-slate-500">Preview</h3>
+          {previewFailed ? (
+            <div className="flex aspect-square items-center justify-center rounded-lg bg-slate-100 p-6 text-center text-sm text-slate-500">
+              {job.error?.description ?? "No preview: the stored object cannot be shown."}
+            </div>
+          ) : (
+            <img
+              data-testid="preview"
+              src={previewUrl(job.job_id)}
+              alt={`Preview of ${splitName(job.name).base}`}
+              onError={() => setPreviewFailed(true)}
+              className="mx-auto w-full max-w-[512px] rounded-lg bg-slate-100 object-contain [image-rendering:auto]"
+            />
+          )}
+          <p className="mt-2 text-xs text-slate-400">Downscaled preview rendered by the console; not the original file.</p>
+        </section>
+
+        <section className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm lg:col-span-3">
+          <h3 className="mb-3 text-xs font-semibold uppercase tracking-wide text-slate-500">Verdict</h3>
+          {verdict ? (
+            <div className="space-y-4">
+              <div className="flex flex-wrap items-center gap-4">
+                <AnswerBadge answer={verdict.answer} />
+                <ProbabilityBar value={verdict.p_yes} wide />
+                <span className="text-xs text-slate-500">p(yes): model probability of colorectal cancer</span>
+              </div>
+              <p className="rounded-lg bg-slate-50 p-3 text-sm leading-relaxed text-slate-700" data-testid="explanation">
+                {verdict.explanation || "No explanation was generated."}
+              </p>
+              <dl className="divide-y divide-slate-100">
+                <Field label="Model">{verdict.model_id}</Field>
+                <Field label="Revision">{verdict.model_revision || "—"}</Field>
+                <Field label="Quantization">{verdict.quantization}</Field>
+                <Field label="Prompt version">{verdict.prompt_version}</Field>
+                <Field label="Timings">
+                  <span className="tabular-nums">
+                    download {formatMs(timings?.download)} · decode {formatMs(timings?.decode)} · queue{" "}
+                    {formatMs(timings?.queue)} · inference {formatMs(timings?.inference)} ·{" "}
+                    <strong>total {formatMs(timings?.total)}</strong>
+                  </span>
+                </Field>
+              </dl>
+            </div>
+          ) : job.error ? (
+            <div className="rounded-lg border border-rose-200 bg-rose-50 p-4 text-sm" data-testid="job-error">
+              <p className="font-semibold text-rose-800">{job.error.description}</p>
+              <p className="mt-1 text-rose-700">{job.error.message}</p>
+              <p className="mt-2 font-mono text-xs text-rose-600">
+                code: {job.error.code}
+                {job.error.retryable && job.state !== "failed" ? " · will be retried" : ""}
+              </p>
+            </div>
+          ) : (
+            <p className="text-sm text-slate-500">Waiting for the model… this page updates by itself.</p>
+          )}
+        </section>
+      </div>
+
+      <div className="grid gap-5 lg:grid-cols-5">
+        <section className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm lg:col-span-2">
+          <h3 className="mb-2 text-xs font-semibold uppercase tracking-wide text-slate-500">Object</h3>
+          <dl className="divide-y divide-slate-100">
+            <Field label="Name">{job.name}</Field>
+            <Field label="Bucket">{job.bucket}</Field>
+            <Field label="Generation">{job.generation}</Field>
+            <Field label="Size">{formatBytes(job.size_bytes)}</Field>
+            <Field label="Content type">{job.content_type || "—"}</Field>
+            <Field label="Attempts">{job.attempts}</Field>
+            <Field label="Job id">
+              <span className="font-mono text-xs">{job.job_id}</span>
+            </Field>
+          </dl>
+        </section>
+        <section className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm lg:col-span-3">
+          <h3 className="mb-3 text-xs font-semibold uppercase tracking-wide text-slate-500">History</h3>
+          <ol className="relative ml-2 border-l border-slate-200" data-testid="history">
+            {job.history.map((entry, i) => (
+              <li key={`${entry.at}-${i}`} className="mb-3 ml-4">
+                <span className="absolute -left-1.5 mt-1.5 h-3 w-3 rounded-full border-2 border-white bg-teal-500" />
+                <p className="text-sm">
+                  <span className="font-medium text-slate-900">{entry.event}</span>
+                  {entry.detail && <span className="ml-2 text-slate-500">{entry.detail}</span>}
+                </p>
+                <time className="text-xs text-slate-400">{formatTime(entry.at)}</time>
+              </li>
+            ))}
+          </ol>
+        </section>
+      </div>
+    </div>
+  );
+}

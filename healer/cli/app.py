@@ -1,0 +1,84 @@
+"""The Typer application, its error boundary and the options every cloud command shares."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from healer.cli.errors import report
+
+
+def console() -> Console:
+    """Standard output (resolved at print time, so test runners capture it)."""
+    return Console(highlight=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+COMMAND_ORDER = [
+    "submit",
+    "results",
+    "watch",
+    "eval",
+    "requeue",
+    "dead-letters",
+    "reconcile",
+    "up",
+    "down",
+    "status",
+    "model",
+    "demo",
+]
+
+
+class HealerGroup(TyperGroup):
+    """Runs a command inside the error boundary: an expected failure prints one line, no traceback."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        """In the order a user meets them, not the order the modules registered them."""
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER))
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors, exits
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            if os.environ.get("HEALER_DEBUG"):
+                raise
+            message, code = report(exc)
+            err_console().print(f"[red]error:[/red] {message}")
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    cls=HealerGroup,
+    name="healer",
+    help="Screen colorectal histopathology images with MedGemma: upload, follow, read, evaluate.\n\n"
+    "Talks to the local stack by default (.healer/local.env, written by `healer up`); "
+    "pass --project (and --bucket) to use Google Cloud with Application Default Credentials.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Options shared by the commands that talk to Cloud Storage, Firestore or Pub/Sub.
+Project = Annotated[
+    str | None,
+    typer.Option("--project", help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else the local stack)."),
+]
+Bucket = Annotated[
+    str | None, typer.Option("--bucket", help="Inbox bucket (default: $HEALER_BUCKET; terraform output inbox_bucket).")
+]
+Collection = Annotated[
+    str | None, typer.Option("--collection", help="Firestore jobs collection (default: $JOBS_COLLECTION or jobs).")
+]
+Topic = Annotated[str | None, typer.Option("--topic", help="Pub/Sub jobs topic (default: $JOBS_TOPIC or jobs).")]

@@ -1,0 +1,114 @@
+"""The review console in a real browser, on the whole local stack.
+
+Headless Debian Chromium, driven by playwright-core (console/web/e2e/upload.mjs), uploads two
+sample tiles and one hostile file through the page, waits for their verdicts in the live list,
+opens one, and saves the list and detail screenshots used by docs/CONSOLE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from healer.stack.config import StackConfig
+from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+WEB = REPO / "console" / "web"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+
+
+def _ensure_chromium() -> Path:
+    """Debian's chromium, installed if missing (as `make console-e2e-deps` does); skip if impossible."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    apt = shutil.which("apt-get")
+    if apt and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for args in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
+            subprocess.run([apt, *args], check=False, timeout=900, env=env, capture_output=True)
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent and could not be installed with apt-get (make console-e2e-deps)")
+    return CHROMIUM
+
+
+def _ensure_frontend() -> None:
+    """playwright-core and the built page (what `make console-build console-e2e-deps` provide)."""
+    npm = shutil.which("npm")
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        assert npm, "npm is needed to install playwright-core (console/web)"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=600)
+    if not (WEB / "dist" / "index.html").is_file():
+        assert npm, "npm is needed to build the console frontend"
+        subprocess.run([npm, "run", "build"], cwd=WEB, check=True, timeout=600)
+
+
+def _pick_samples(paths: list[Path]) -> list[Path]:
+    """A tumour tile and a normal one when the samples have them, else the first two."""
+    tumour = next((p for p in paths if "tumor" in p.name), None)
+    normal = next((p for p in paths if "normal" in p.name or "mucosa" in p.name), None)
+    picked = [p for p in (tumour, normal) if p is not None]
+    return picked if len(picked) == 2 else paths[:2]
+
+
+def test_upload_two_images_and_review_them(
+    stack_cfg: StackConfig, sample_paths: list[Path], tmp_path: Path
+) -> None:
+    chromium = _ensure_chromium()
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    _ensure_frontend()
+    images = _pick_samples(sample_paths)
+    assert len(images) == 2
+    hostile = tmp_path / "not-a-slide.png"
+    hostile.write_bytes(b"%PDF-1.7\n% a document renamed to .png\n")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    url = f"http://{stack_cfg.host}:{stack_cfg.console_port}"
+
+    proc = subprocess.run(
+        [
+            node,
+            str(WEB / "e2e" / "upload.mjs"),
+            "--url",
+            url,
+            "--out",
+            str(SCREENSHOTS),
+            "--chromium",
+            str(chromium),
+            "--hostile",
+            str(hostile),
+            "--timeout",
+            "240",
+            *map(str, images),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"e2e failed:\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(lines[-1])
+
+    assert [row["file"] for row in result["rows"]] == [p.name for p in images]
+    for row in result["rows"]:
+        assert row["state"] == "done"
+        assert row["answer"] in {"Suspicious", "Not suspicious", "Indeterminate"}
+    assert result["hostile"] == ERROR_DESCRIPTIONS[ErrorCode.NOT_AN_IMAGE]
+    detail = result["detail"]
+    assert detail["url"].endswith(f"/jobs/{result['rows'][0]['job_id']}")
+    assert 0 < max(detail["preview"]) <= 512
+    assert detail["history"] >= 3  # created, published, leased, done
+    for name in ("console-list.png", "console-detail.png"):
+        with Image.open(SCREENSHOTS / name) as shot:
+            assert shot.format == "PNG" and shot.width >= 1200
