@@ -28,7 +28,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 def sample_images() -> list[Path]:
     """`../shared/samples/` when present (real H&E tiles), else the tiles shipped in `samples/`."""
-    for folder in (Path(os.environ.get("HEALER_SAMPLES", REPO.parent / "shared" / "samples")), REPO / "samples"):
+    for folder in (
+        Path(os.environ.get("HEALER_SAMPLES", REPO.parent / "shared" / "samples")),
+        REPO / "samples",
+    ):
         if folder.is_dir():
             found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if found:

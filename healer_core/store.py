@@ -170,7 +170,11 @@ class JobStore:
                 {
                     "state": str(JobState.RUNNING),
                     "attempts": firestore.Increment(1),
-                    "lease": {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)},
+                    "lease": {
+                        "owner": owner,
+                        "token": token,
+                        "expires_at": now + timedelta(seconds=lease_seconds),
+                    },
                     "started_at": firestore.SERVER_TIMESTAMP,
                     "updated_at": firestore.SERVER_TIMESTAMP,
                     "history": _history("leased", detail),

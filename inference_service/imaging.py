@@ -87,7 +87,9 @@ def decode_image(data: bytes, limits: DecodeLimits) -> Image.Image:
         try:
             im = Image.open(io.BytesIO(data), formats=[fmt])
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(ErrorCode.DECOMPRESSION_BOMB, f"The image header claims too many pixels: {exc}") from exc
+            raise ImageRejected(
+                ErrorCode.DECOMPRESSION_BOMB, f"The image header claims too many pixels: {exc}"
+            ) from exc
         except UnidentifiedImageError as exc:
             raise ImageRejected(ErrorCode.TRUNCATED, f"The {fmt} file is corrupt or truncated.") from exc
         except (OSError, SyntaxError, ValueError) as exc:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from functools import cached_property
+from types import FrameType
 
 from healer_core.store import JobStore, new_client
 from inference_service.batcher import MicroBatcher
@@ -46,6 +49,7 @@ class Runtime:
         self.failure = ""
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._task: asyncio.Task[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
 
     @property
     def limits(self) -> DecodeLimits:
@@ -78,27 +82,52 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Begin loading the model in the background."""
+        """Begin loading the model in the background; start draining on the server's SIGTERM."""
         self._task = asyncio.create_task(self._load())
+        self._chain_sigterm(asyncio.get_running_loop())
+
+    def _chain_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain as soon as SIGTERM arrives, then let the server's own handler run.
+
+        uvicorn first waits for open requests and only then runs the lifespan shutdown, so
+        draining there would come too late: a batch still running when the server's graceful
+        timeout ends would be cancelled with its lease held. Draining at the signal lets the batch
+        finish within SHUTDOWN_GRACE_SECONDS or be released (503) while the request can answer.
+        Chained only onto a Python handler a server installed (never in tests' worker threads).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.draining = True
+            loop.call_soon_threadsafe(self._begin_drain)
+            previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _load(self) -> None:
         s = self.settings
         try:
             engine = self._engine
             if engine is None:
-                from inference_service.engine.loader import load_engine, selftest, warmup
+                from inference_service.engine.loader import load_engine, selftest, warmup, warmup_batch_sizes
 
                 started = time.perf_counter()
                 engine = await asyncio.to_thread(load_engine, s)
                 if s.warmup:
-                    await asyncio.to_thread(warmup, engine, sorted({1, s.max_batch_size}))
+                    # Warm the generate path too when explanations are on: its kernels differ from prefill's.
+                    flags = (False, True) if s.explain else (False,)
+                    await asyncio.to_thread(warmup, engine, warmup_batch_sizes(s.max_batch_size), flags)
                 await asyncio.to_thread(selftest, engine, s.explain)
                 log.info("model ready", extra={"seconds": round(time.perf_counter() - started, 2)})
             batcher = MicroBatcher(engine, s.max_batch_size, s.batch_window_ms, s.max_queue)
             await batcher.start()
             self.inference = Inference(engine, batcher)
             self.ready = True
-        except Exception as exc:  # noqa: BLE001 — keep serving /healthz; /readyz reports why
+        except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("model failed to load", extra={"reason": self.failure})
 
@@ -107,11 +136,24 @@ class Runtime:
         if self._task is not None:
             await self._task
 
+    def _begin_drain(self) -> asyncio.Future[None]:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._stop())
+        return self._drain
+
     async def stop(self) -> None:
-        """SIGTERM: stop taking work, let in-flight batches finish within the grace period."""
+        """SIGTERM: stop taking work, let in-flight batches finish within the grace period.
+
+        Idempotent: the signal starts it, the lifespan shutdown waits for the same drain.
+        """
+        await asyncio.shield(self._begin_drain())
+
+    async def _stop(self) -> None:
         self.draining = True
         self.ready = False
+        log.info("draining", extra={"grace_seconds": self.settings.shutdown_grace_seconds})
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self.inference is not None:
+            # Unfinished requests get BatcherStopped → TransientError → lease released, 503.
             await self.inference.batcher.stop(self.settings.shutdown_grace_seconds)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Google's signing certificates for ID tokens, as {key id: PEM certificate}.
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
 class Settings(BaseSettings):
@@ -15,9 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
 
     # Where and what
-    project_id: str = Field(
-        default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT")
-    )
+    project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
@@ -51,11 +52,22 @@ class Settings(BaseSettings):
     # Timing chain (ARCHITECTURE.md): ack deadline >= request timeout > inference budget
     lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")
     inference_budget_seconds: float = Field(default=120.0, gt=0, validation_alias="INFERENCE_BUDGET_SECONDS")
-    shutdown_grace_seconds: float = Field(default=8.0, ge=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+    # On SIGTERM, batches already accepted may finish for this long; whatever is left is released
+    # (503). Keep it under the server's graceful-shutdown timeout (8 s) and Cloud Run's 10 s.
+    shutdown_grace_seconds: float = Field(default=6.0, ge=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # Push authentication (OIDC). Empty audience = not verified (local stack).
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
     push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
+    push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
+
+    @model_validator(mode="after")
+    def _push_auth_needs_an_account(self) -> Settings:
+        # Anyone with a Google account can mint an ID token for any audience: the audience
+        # alone proves nothing, so verifying without the service account would be theatre.
+        if self.push_audience and not self.push_service_account:
+            raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
+        return self
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 

@@ -111,6 +111,13 @@ async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
         result, queue_ms, inference_ms = await asyncio.wait_for(
             deps.inference.run(image, deps.explain), timeout=deps.budget_seconds
         )
+    except asyncio.CancelledError:
+        # The server gave up on this request (graceful-shutdown timeout): hand the job back so a
+        # redelivery can run it now rather than after the lease expires. Shielded: the release
+        # finishes in its thread even if we are cancelled again while waiting for it.
+        error = JobError(code=ErrorCode.ENGINE_ERROR, message="Service shut down mid-job.", retryable=True)
+        await asyncio.shield(_release(deps, job_id, token, error))
+        raise
     except ImageRejected as exc:
         return await _fail(deps, job_id, token, exc.as_job_error())
     except ObjectGone:
@@ -128,14 +135,12 @@ async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
         )
         await _release(deps, job_id, token, error)
         return Outcome.RETRY
-    except Exception as exc:  # noqa: BLE001 — an engine fault must hand the job back, never vanish
+    except Exception as exc:
         log.exception("engine failed", extra={"job_id": job_id})
         error = JobError(code=ErrorCode.ENGINE_ERROR, message=f"{type(exc).__name__}", retryable=True)
         await _release(deps, job_id, token, error)
         return Outcome.RETRY
-    timings = Timings(
-        download=download_ms, decode=decode_ms, queue=queue_ms, inference=inference_ms, total=_ms(start)
-    )
+    timings = Timings(download=download_ms, decode=decode_ms, queue=queue_ms, inference=inference_ms, total=_ms(start))
     verdict = build_verdict(result, deps.inference.info, timings)
     if not await asyncio.to_thread(deps.store.finish, job_id, token, verdict):
         log.warning("verdict fenced off: lease lost to another worker", extra={"job_id": job_id})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 from flask import Request
-
 from healer_ingest import handlers
 
 

@@ -102,14 +102,10 @@ def test_healthz_and_no_frontend_page(client: TestClient) -> None:
 
 
 def test_config_exposes_error_descriptions(client: TestClient, settings: ConsoleSettings) -> None:
-    body = client.get(
-        "/api/config", headers={"X-Goog-Authenticated-User-Email": "accounts.google.com:a@b.org"}
-    ).json()
+    body = client.get("/api/config", headers={"X-Goog-Authenticated-User-Email": "accounts.google.com:a@b.org"}).json()
     assert body["bucket"] == settings.bucket and body["local"] is True
     assert body["user"] == "a@b.org"
-    assert (
-        body["error_descriptions"]["decompression_bomb"] == ERROR_DESCRIPTIONS[ErrorCode.DECOMPRESSION_BOMB]
-    )
+    assert body["error_descriptions"]["decompression_bomb"] == ERROR_DESCRIPTIONS[ErrorCode.DECOMPRESSION_BOMB]
 
 
 def test_list_filters_search_and_pagination(client: TestClient, seeded: dict[str, str]) -> None:
@@ -130,10 +126,7 @@ def test_list_filters_search_and_pagination(client: TestClient, seeded: dict[str
 
     search = client.get("/api/jobs", params={"q": "CASE-18"}).json()["items"]
     assert {item["name"] for item in search} == {"slides/case-18/report.pdf", "slides/case-18/pending.png"}
-    assert (
-        client.get("/api/jobs", params={"q": "case-18", "state": "failed"}).json()["items"][0]["state"]
-        == "failed"
-    )
+    assert client.get("/api/jobs", params={"q": "case-18", "state": "failed"}).json()["items"][0]["state"] == "failed"
 
     first = client.get("/api/jobs", params={"limit": 3}).json()
     assert len(first["items"]) == 3 and first["next_offset"] == 3
@@ -187,9 +180,7 @@ def test_preview_is_a_downscaled_png_not_the_upload(
     assert max(Image.open(io.BytesIO(tif.content)).size) <= 512
 
 
-def test_preview_of_a_replaced_generation_is_gone(
-    client: TestClient, seeded: dict[str, str], bucket: Any
-) -> None:
+def test_preview_of_a_replaced_generation_is_gone(client: TestClient, seeded: dict[str, str], bucket: Any) -> None:
     _upload(bucket, "slides/case-18/pending.png", _png((32, 32), (0, 0, 0)))
     response = client.get(f"/api/jobs/{seeded['slides/case-18/pending.png']}/preview.png")
     assert response.status_code == 404
@@ -207,9 +198,7 @@ def test_upload_tickets_land_in_the_inbox(client: TestClient, bucket: Any) -> No
     tickets = body["uploads"]
     assert [t["file_name"] for t in tickets] == [f["name"] for f in files]
     first, traversal, duplicate, huge, odd = tickets
-    assert first["object_name"].startswith("console/case 19/x/") and first["object_name"].endswith(
-        "/slide 1.png"
-    )
+    assert first["object_name"].startswith("console/case 19/x/") and first["object_name"].endswith("/slide 1.png")
     assert traversal["object_name"].endswith("/passwd") and ".." not in traversal["object_name"]
     assert duplicate["object_name"] != first["object_name"]
     assert duplicate["headers"] == {"Content-Type": "application/octet-stream"}
@@ -263,9 +252,7 @@ def test_gcs_signer_makes_v4_put_urls(emulator_cfg: Any) -> None:
     )
     client = storage.Client(project=emulator_cfg.project, credentials=credentials)
     signer = GcsUploadSigner(client, credentials=credentials)
-    url = signer.sign_put(
-        "inbox", "console/x/slide 1.png", "image/png", __import__("datetime").timedelta(minutes=15)
-    )
+    url = signer.sign_put("inbox", "console/x/slide 1.png", "image/png", __import__("datetime").timedelta(minutes=15))
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     assert parts.scheme == "https" and parts.netloc == "storage.googleapis.com"

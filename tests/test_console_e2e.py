@@ -60,9 +60,7 @@ def _pick_samples(paths: list[Path]) -> list[Path]:
     return picked if len(picked) == 2 else paths[:2]
 
 
-def test_upload_two_images_and_review_them(
-    stack_cfg: StackConfig, sample_paths: list[Path], tmp_path: Path
-) -> None:
+def test_upload_two_images_and_review_them(stack_cfg: StackConfig, sample_paths: list[Path], tmp_path: Path) -> None:
     chromium = _ensure_chromium()
     node = shutil.which("node")
     if node is None:

@@ -16,8 +16,9 @@ from healer.stack.eventarc import deliver
 pytestmark = pytest.mark.emulator
 
 
-def wait_terminal(db: firestore.Client, collection: str, bucket: str, name: str, generation: int,
-                  timeout_s: float = 120.0) -> dict[str, Any]:
+def wait_terminal(
+    db: firestore.Client, collection: str, bucket: str, name: str, generation: int, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """Poll Firestore (official client) for the job of one generation until it is done or failed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

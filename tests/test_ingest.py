@@ -112,7 +112,12 @@ def test_binary_event_creates_queued_job_and_publishes_once(client, store, topic
     job_id = job_id_for("inbox", "lab-a/slide-17.png", 1700000000000001)
     job = store.get(job_id)
     assert job is not None
-    assert (job.state, job.generation, job.size_bytes, job.content_type) == (JobState.QUEUED, 1700000000000001, 1234, "image/png")
+    assert (job.state, job.generation, job.size_bytes, job.content_type) == (
+        JobState.QUEUED,
+        1700000000000001,
+        1234,
+        "image/png",
+    )
     assert job.published_at is not None and job.created_at is not None
     assert [m.job_id for m in topic.drain()] == [job_id]
 

@@ -29,7 +29,9 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -57,8 +59,16 @@ def queued_job(store: JobStore, bucket: Any, name: str, data: bytes, content_typ
     blob = bucket.blob(name)
     blob.upload_from_string(data, content_type=content_type)
     message = JobMessage.for_object(bucket.name, name, int(blob.generation))
-    store.create(Job(job_id=message.job_id, bucket=bucket.name, name=name, generation=message.generation,
-                     size_bytes=len(data), content_type=content_type))
+    store.create(
+        Job(
+            job_id=message.job_id,
+            bucket=bucket.name,
+            name=name,
+            generation=message.generation,
+            size_bytes=len(data),
+            content_type=content_type,
+        )
+    )
     return message
 
 
@@ -197,7 +207,11 @@ def test_predict_keeps_the_seed_api(client) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize(
     ("data", "status"),
-    [(b"hello, not an image", 415), (png_bytes((200, 200))[:120], 422), (b"\xff\xd8\xff" + b"\0" * 300_000, 413)],
+    [
+        (b"hello, not an image", 415),
+        (png_bytes((200, 200))[:120], 422),
+        (b"\xff\xd8\xff" + b"\0" * 300_000, 413),
+    ],
     ids=["text", "truncated", "too-large"],
 )
 def test_predict_rejects_bad_images_with_specific_status(client, data, status) -> None:  # type: ignore[no-untyped-def]

@@ -85,9 +85,7 @@ def preview(ctx: Context, job_id: JobId) -> Response:
             cached = render_preview(data, limits, s.preview_max_px)
         except ImageRejected as exc:
             code = str(exc.code)
-            raise HTTPException(
-                status_code=422, detail={"code": code, "description": describe_error(code)}
-            ) from exc
+            raise HTTPException(status_code=422, detail={"code": code, "description": describe_error(code)}) from exc
         except ObjectGone as exc:
             raise HTTPException(status_code=404, detail="The uploaded generation no longer exists.") from exc
         except TransientError as exc:

@@ -42,9 +42,7 @@ def build_context(
 ) -> ConsoleContext:
     """Wire the adapters: Firestore, Cloud Storage (or the emulators), and the upload signer."""
     if store is None:
-        store = JobStore(
-            new_client(settings.project_id, settings.firestore_database), settings.jobs_collection
-        )
+        store = JobStore(new_client(settings.project_id, settings.firestore_database), settings.jobs_collection)
     if blobs is None:
         blobs = GcsBlobSource(settings.project_id)
     local_signer = LocalUploadSigner() if settings.local else None
@@ -52,9 +50,7 @@ def build_context(
         if local_signer is not None:
             signer = local_signer
         else:
-            signer = GcsUploadSigner(
-                storage.Client(project=settings.project_id), settings.signer_service_account
-            )
+            signer = GcsUploadSigner(storage.Client(project=settings.project_id), settings.signer_service_account)
     elif isinstance(signer, LocalUploadSigner):
         local_signer = signer
     return ConsoleContext(
@@ -76,15 +72,11 @@ def create_app(
     """The console app. Tests pass their own settings and store; production reads the environment."""
     settings = settings or ConsoleSettings()
     logs.configure(settings.log_level)
-    app = FastAPI(
-        title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json"
-    )
+    app = FastAPI(title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.console = build_context(settings, store, blobs, signer)
 
     @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

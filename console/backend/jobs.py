@@ -55,9 +55,7 @@ class JobPage(BaseModel):
     limit: int
     next_offset: int | None
     scanned: int
-    scan_limited: bool = Field(
-        description="True when the scan stopped at its limit: older jobs were not searched"
-    )
+    scan_limited: bool = Field(description="True when the scan stopped at its limit: older jobs were not searched")
     counts: dict[str, int] | None = None
 
 

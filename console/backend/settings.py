@@ -15,12 +15,8 @@ class ConsoleSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
-    project_id: str = Field(
-        default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT")
-    )
-    bucket: str = Field(
-        default="healer-inbox", validation_alias=AliasChoices("HEALER_BUCKET", "INBOX_BUCKET")
-    )
+    project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
+    bucket: str = Field(default="healer-inbox", validation_alias=AliasChoices("HEALER_BUCKET", "INBOX_BUCKET"))
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
@@ -29,9 +25,7 @@ class ConsoleSettings(BaseSettings):
 
     # Uploads
     upload_prefix: str = Field(default="console", validation_alias="CONSOLE_UPLOAD_PREFIX")
-    upload_url_ttl_seconds: int = Field(
-        default=900, ge=60, le=7 * 24 * 3600, validation_alias="UPLOAD_URL_TTL_SECONDS"
-    )
+    upload_url_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600, validation_alias="UPLOAD_URL_TTL_SECONDS")
     max_files_per_request: int = Field(default=200, ge=1, le=1000, validation_alias="CONSOLE_MAX_FILES")
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     # Service account that signs upload URLs through IAM signBlob; empty = the runtime account.

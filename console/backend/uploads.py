@@ -179,9 +179,7 @@ def issue_tickets(
     max_bytes: int,
 ) -> UploadResponse:
     """A ticket per file: a signed URL, or the reason this file cannot be uploaded."""
-    folder = "/".join(
-        p for p in (clean_prefix(base_prefix), clean_prefix(request.prefix), batch_folder()) if p
-    )
+    folder = "/".join(p for p in (clean_prefix(base_prefix), clean_prefix(request.prefix), batch_folder()) if p)
     expires_at = datetime.now(UTC) + ttl
     tickets: list[UploadTicket] = []
     seen: set[str] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -74,22 +75,50 @@ def emulator_components(cfg: StackConfig) -> list[Component]:
     return [
         Component(
             "storage",
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", h, "--port", str(cfg.storage_port),
-             "--default-bucket", cfg.bucket, "--in-memory", "-q"],
+            [
+                sys.executable,
+                "-m",
+                "gcp_storage_emulator",
+                "start",
+                "--host",
+                h,
+                "--port",
+                str(cfg.storage_port),
+                "--default-bucket",
+                cfg.bucket,
+                "--in-memory",
+                "-q",
+            ],
             cfg.storage_port,
             _http_ok(f"{cfg.storage_url}/storage/v1/b/{cfg.bucket}"),
         ),
         Component(
             "pubsub",
-            [_gcloud(), "beta", "emulators", "pubsub", "start", f"--host-port={h}:{cfg.pubsub_port}",
-             f"--project={cfg.project}", f"--data-dir={(data / 'pubsub').resolve()}", "--quiet"],
+            [
+                _gcloud(),
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                f"--host-port={h}:{cfg.pubsub_port}",
+                f"--project={cfg.project}",
+                f"--data-dir={(data / 'pubsub').resolve()}",
+                "--quiet",
+            ],
             cfg.pubsub_port,
             _http_ok(f"http://{h}:{cfg.pubsub_port}/"),
             timeout_s=90,
         ),
         Component(
             "firestore",
-            [_gcloud(), "emulators", "firestore", "start", f"--host-port={h}:{cfg.firestore_port}", "--quiet"],
+            [
+                _gcloud(),
+                "emulators",
+                "firestore",
+                "start",
+                f"--host-port={h}:{cfg.firestore_port}",
+                "--quiet",
+            ],
             cfg.firestore_port,
             _http_ok(f"http://{h}:{cfg.firestore_port}/"),
             timeout_s=90,
@@ -99,25 +128,63 @@ def emulator_components(cfg: StackConfig) -> list[Component]:
 
 def app_components(cfg: StackConfig) -> list[Component]:
     h = cfg.host
-    ff = [sys.executable, "-m", "functions_framework", "--source", str(REPO_ROOT / "ingest_function" / "main.py")]
+    ff = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--source",
+        str(REPO_ROOT / "ingest_function" / "main.py"),
+    ]
     service_env = {"MODEL_DIR": str(cfg.resolved_model_dir.resolve())}
     components = [
         Component(
             "ingest",
-            [*ff, "--target", "ingest", "--signature-type", "cloudevent", "--host", h, "--port", str(cfg.ingest_port)],
+            [
+                *ff,
+                "--target",
+                "ingest",
+                "--signature-type",
+                "cloudevent",
+                "--host",
+                h,
+                "--port",
+                str(cfg.ingest_port),
+            ],
             cfg.ingest_port,
             lambda: _port_open(h, cfg.ingest_port),
         ),
         Component(
             "reconcile",
-            [*ff, "--target", "reconcile", "--signature-type", "http", "--host", h, "--port", str(cfg.reconcile_port)],
+            [
+                *ff,
+                "--target",
+                "reconcile",
+                "--signature-type",
+                "http",
+                "--host",
+                h,
+                "--port",
+                str(cfg.reconcile_port),
+            ],
             cfg.reconcile_port,
             lambda: _port_open(h, cfg.reconcile_port),
         ),
         Component(
             "service",
-            [sys.executable, "-m", "uvicorn", "--factory", "inference_service.app:create_app", "--host", h,
-             "--port", str(cfg.service_port), "--timeout-graceful-shutdown", "8", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "inference_service.app:create_app",
+                "--host",
+                h,
+                "--port",
+                str(cfg.service_port),
+                "--timeout-graceful-shutdown",
+                "8",
+                "--no-access-log",
+            ],
             cfg.service_port,
             _http_ok(f"{cfg.service_url}/readyz"),
             env=service_env,
@@ -135,8 +202,18 @@ def app_components(cfg: StackConfig) -> list[Component]:
         components.append(
             Component(
                 "console",
-                [sys.executable, "-m", "uvicorn", "--factory", "console.backend.app:create_app", "--host", h,
-                 "--port", str(cfg.console_port), "--no-access-log"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "console.backend.app:create_app",
+                    "--host",
+                    h,
+                    "--port",
+                    str(cfg.console_port),
+                    "--no-access-log",
+                ],
                 cfg.console_port,
                 _http_ok(f"http://{h}:{cfg.console_port}/healthz"),
             )
@@ -175,6 +252,10 @@ def start(cfg: StackConfig, comp: Component) -> bool:
     """Start one component unless it already runs. Returns True if it was started now."""
     if running_pid(cfg, comp.name) is not None:
         return False
+    # A process just killed can hold its port for a moment: give it a few seconds to let go.
+    freed_by = time.monotonic() + 10.0
+    while comp.port and _port_open(cfg.host, comp.port) and time.monotonic() < freed_by:
+        time.sleep(0.2)
     if comp.port and _port_open(cfg.host, comp.port):
         raise StackError(
             f"port {comp.port} for {comp.name} is taken by a process this stack did not start; "
@@ -186,8 +267,13 @@ def start(cfg: StackConfig, comp: Component) -> bool:
     env = _base_env(cfg) | comp.env
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            comp.argv, cwd=comp.cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            comp.argv,
+            cwd=comp.cwd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     _pidfile(cfg, comp.name).write_text(str(proc.pid))
     deadline = time.monotonic() + comp.timeout_s
@@ -215,10 +301,8 @@ def stop_component(cfg: StackConfig, name: str, timeout_s: float = 15.0, sig: in
         time.sleep(0.1)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
-    try:  # reap it if it is our child (tests start stacks in-process)
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child (tests start stacks in-process)
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     return True
 
 

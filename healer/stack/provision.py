@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1, storage
 from google.protobuf import duration_pb2
@@ -15,10 +17,8 @@ def _duration(seconds: int) -> duration_pb2.Duration:
 
 def ensure_bucket(cfg: StackConfig) -> None:
     client = storage.Client(project=cfg.project)
-    try:
+    with contextlib.suppress(gexc.Conflict):
         client.create_bucket(cfg.bucket)
-    except gexc.Conflict:
-        pass
 
 
 def ensure_pubsub(cfg: StackConfig) -> None:
@@ -28,10 +28,8 @@ def ensure_pubsub(cfg: StackConfig) -> None:
     jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
     dead = publisher.topic_path(cfg.project, cfg.dead_letter_topic)
     for topic in (jobs, dead):
-        try:
+        with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=topic)
-        except gexc.AlreadyExists:
-            pass
     retry = {"minimum_backoff": _duration(10), "maximum_backoff": _duration(600)}
     subscriptions = [
         {
@@ -40,7 +38,10 @@ def ensure_pubsub(cfg: StackConfig) -> None:
             "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
             "ack_deadline_seconds": cfg.ack_deadline_seconds,
             "retry_policy": retry,
-            "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": cfg.max_delivery_attempts},
+            "dead_letter_policy": {
+                "dead_letter_topic": dead,
+                "max_delivery_attempts": cfg.max_delivery_attempts,
+            },
         },
         {
             "name": subscriber.subscription_path(cfg.project, cfg.dead_letter_push_subscription),
@@ -57,7 +58,5 @@ def ensure_pubsub(cfg: StackConfig) -> None:
         },
     ]
     for sub in subscriptions:
-        try:
+        with contextlib.suppress(gexc.AlreadyExists):
             subscriber.create_subscription(request=sub)
-        except gexc.AlreadyExists:
-            pass

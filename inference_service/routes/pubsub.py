@@ -1,18 +1,23 @@
-"""Pub/Sub push endpoints: the job subscription and the dead-letter subscription."""
+"""Pub/Sub push endpoints: the job subscription and the dead-letter subscription.
+
+Both require the push subscription's OIDC token when PUSH_AUDIENCE is set (see auth.py); an
+unauthenticated request is refused before it can touch Firestore.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from healer_core.schema import ErrorCode, Job, JobError, JobState
+from inference_service.auth import require_push_auth
 from inference_service.envelope import BadEnvelope, parse_envelope
 from inference_service.worker import STATUS_FOR, process_job
 
-router = APIRouter(prefix="/pubsub")
+router = APIRouter(prefix="/pubsub", dependencies=[Depends(require_push_auth)])
 log = logging.getLogger("healer.pubsub")
 
 

@@ -8,10 +8,14 @@ type that is clearly something else (text, PDF, video, ...) fails fast. Untyped 
 from __future__ import annotations
 
 from healer_core.schema import ErrorCode, JobError
-
 from healer_ingest.event import StorageObject
 
-UNDECLARED_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/x-www-form-urlencoded"}
+UNDECLARED_TYPES = {
+    "",
+    "application/octet-stream",
+    "binary/octet-stream",
+    "application/x-www-form-urlencoded",
+}
 
 
 def rejection(obj: StorageObject, max_image_bytes: int) -> JobError | None:

@@ -25,6 +25,8 @@ class IngestSettings(BaseSettings):
     publish_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PUBLISH_TIMEOUT_SECONDS")
     # A queued job whose publish was never recorded is republished by reconcile after this long.
     unpublished_grace_seconds: float = Field(default=120.0, ge=0, validation_alias="UNPUBLISHED_GRACE_SECONDS")
+    # The sweep republishes a published, queued job nobody touched for this long (lost message).
+    stale_queued_seconds: float = Field(default=3600.0, gt=0, validation_alias="STALE_QUEUED_SECONDS")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
 

@@ -11,7 +11,6 @@ from google.cloud import storage
 
 from healer_core import logs
 from healer_core.store import JobStore, new_client
-
 from healer_ingest.config import get_settings
 from healer_ingest.event import MalformedEvent, parse_event
 from healer_ingest.ingest import ingest_object
@@ -69,5 +68,6 @@ def handle_reconcile(request: Any) -> tuple[dict[str, object], int]:
         publisher=_publisher(),
         max_image_bytes=s.max_image_bytes,
         unpublished_grace_s=s.unpublished_grace_seconds,
+        stale_queued_s=s.stale_queued_seconds,
     )
     return {"bucket": bucket, "counts": dict(counts)}, 200

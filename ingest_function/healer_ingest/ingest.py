@@ -9,7 +9,6 @@ from enum import StrEnum
 from healer_core.ids import job_id_for
 from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore
-
 from healer_ingest.admission import rejection
 from healer_ingest.event import StorageObject
 from healer_ingest.publisher import Publisher
@@ -66,7 +65,9 @@ def ingest_object(
     if stored.published_at is not None or stored.state != JobState.QUEUED:
         log.info("duplicate event acknowledged", extra={"job_id": job_id, "state": str(stored.state)})
         return IngestResult(Outcome.DUPLICATE, job_id)
-    message_id = publisher.publish(JobMessage(job_id=job_id, bucket=obj.bucket, name=obj.name, generation=obj.generation))
+    message_id = publisher.publish(
+        JobMessage(job_id=job_id, bucket=obj.bucket, name=obj.name, generation=obj.generation)
+    )
     store.mark_published(job_id, message_id)
     outcome = Outcome.QUEUED if created else Outcome.REPUBLISHED
     log.info("job published", extra={"job_id": job_id, "outcome": str(outcome), "message_id": message_id})

@@ -1,6 +1,11 @@
 """The safety net for the first hop: Eventarc has no dead-letter queue, so list the bucket
 and ingest every generation that has no job, and republish queued jobs whose publish was
 never recorded. Idempotent: running it twice changes nothing the second time.
+
+It is also the stuck-job sweep (Cloud Scheduler runs it every 15 minutes): a `running` job
+whose lease expired (its worker died and the message was lost or exhausted) is requeued and
+republished, and a `queued` job nobody touched for `stale_queued_s` is republished. The lease
+keeps a duplicate message harmless, so the sweep errs on the side of publishing.
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ from itertools import islice
 from google.cloud import storage
 
 from healer_core.ids import job_id_for
-from healer_core.schema import JobMessage, JobState
+from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore, utcnow
-
 from healer_ingest.event import StorageObject
 from healer_ingest.ingest import Outcome, ingest_object
 from healer_ingest.publisher import Publisher
@@ -50,8 +54,11 @@ def reconcile(
     publisher: Publisher,
     max_image_bytes: int,
     unpublished_grace_s: float,
+    sweep: bool = True,
+    stale_queued_s: float = 3600.0,
 ) -> Counter[str]:
-    """Ingest objects with no job; republish stale unpublished jobs. Returns counts by outcome."""
+    """Ingest objects with no job; republish stale unpublished jobs; then (`sweep`) requeue and
+    republish stuck jobs across the collection. Returns counts by outcome."""
     counts: Counter[str] = Counter()
     cutoff = utcnow() - timedelta(seconds=unpublished_grace_s)
     for chunk in _chunks(objects, 100):
@@ -61,7 +68,11 @@ def reconcile(
             job = existing.get(job_id)
             if job is None:
                 result = ingest_object(
-                    obj, event_id="reconcile", store=store, publisher=publisher, max_image_bytes=max_image_bytes
+                    obj,
+                    event_id="reconcile",
+                    store=store,
+                    publisher=publisher,
+                    max_image_bytes=max_image_bytes,
                 )
                 counts[f"ingested_{result.outcome}"] += 1
             elif (
@@ -75,5 +86,50 @@ def reconcile(
                 counts[str(Outcome.REPUBLISHED)] += 1
             else:
                 counts["ok"] += 1
+    if sweep:
+        counts.update(
+            sweep_stuck(store, publisher, unpublished_grace_s=unpublished_grace_s, stale_queued_s=stale_queued_s)
+        )
     log.info("reconcile finished", extra={"counts": dict(counts)})
+    return counts
+
+
+def _republish(store: JobStore, publisher: Publisher, job: Job) -> None:
+    message_id = publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
+    store.mark_published(job.job_id, message_id)
+
+
+def sweep_stuck(
+    store: JobStore, publisher: Publisher, *, unpublished_grace_s: float, stale_queued_s: float
+) -> Counter[str]:
+    """Make sure no job stays `queued` or `running` forever. Returns counts by what was done.
+
+    - running, lease expired: requeue (fenced by the expiry, in a transaction) and republish;
+    - queued, never published, older than `unpublished_grace_s` (its object may have been
+      overwritten, so the bucket listing would not find it): publish;
+    - queued, published, untouched for `stale_queued_s` (its message was lost): republish.
+    """
+    counts: Counter[str] = Counter()
+    now = utcnow()
+    for job in store.iter_jobs(JobState.RUNNING):
+        if job.lease is not None and job.lease.expires_at > now:
+            continue
+        if store.requeue(job.job_id, stuck_only=True) is None:
+            continue  # finished or leased again meanwhile
+        _republish(store, publisher, job)
+        log.warning("stuck job requeued", extra={"job_id": job.job_id, "attempts": job.attempts})
+        counts["requeued_stuck"] += 1
+    unpublished_cutoff = now - timedelta(seconds=unpublished_grace_s)
+    stale_cutoff = now - timedelta(seconds=stale_queued_s)
+    for job in store.iter_jobs(JobState.QUEUED):
+        if job.published_at is None:
+            if job.created_at is None or job.created_at >= unpublished_cutoff:
+                continue
+            counts[str(Outcome.REPUBLISHED)] += 1
+        elif job.updated_at is not None and job.updated_at < stale_cutoff:
+            counts["republished_stale"] += 1
+        else:
+            continue
+        _republish(store, publisher, job)
+        log.warning("queued job republished", extra={"job_id": job.job_id})
     return counts

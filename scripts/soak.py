@@ -1,0 +1,401 @@
+"""Soak the local pipeline: uploads, hostile files, crashes and duplicate events, then an audit.
+
+`make soak` (or `python scripts/soak.py`) brings up its own local stack (HEALER_HOME
+`.healer/soak`, ports 370xx, so a `make up` dev stack is untouched), uploads 200 images of
+which a quarter are hostile, SIGKILLs and restarts the inference service twice, injects duplicate
+finalize events mid-run, waits for every upload to reach a terminal job (running the reconcile
+sweep, as Cloud Scheduler would, when progress stalls), audits Firestore against what was
+uploaded, and stops the stack. Its last line is
+
+    uploads=<n> done=<n> failed=<n> lost=<n> duplicates=<n> stuck=<n>
+
+and it exits non-zero unless lost, duplicates and stuck are all 0.
+
+Differences from production, for a run of minutes: Pub/Sub retry backoff 1–10 s (production
+10–600 s), 20 delivery attempts before dead-lettering, a 20 s lease, MAX_IMAGE_BYTES 2 MB (so
+"oversize" stays cheap), 8 explanation tokens on the tiny CPU model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import random
+import shutil
+import signal
+import struct
+import sys
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "ingest_function")]
+
+import requests  # noqa: E402
+from google.api_core import exceptions as gexc  # noqa: E402
+from google.cloud import pubsub_v1, storage  # noqa: E402
+from google.protobuf import duration_pb2  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from healer.stack import control  # noqa: E402
+from healer.stack.config import StackConfig  # noqa: E402
+from healer.stack.eventarc import deliver  # noqa: E402
+from healer_core.ids import job_id_for  # noqa: E402
+from healer_core.schema import Job, JobState  # noqa: E402
+from healer_core.store import JobStore, new_client  # noqa: E402
+
+# Defaults away from the dev stack (80xx) and the tests (180xx); each overridable from the env.
+SOAK_PORTS = {
+    "HEALER_STORAGE_PORT": "37023",
+    "HEALER_PUBSUB_PORT": "37085",
+    "HEALER_FIRESTORE_PORT": "37086",
+    "HEALER_INGEST_PORT": "37081",
+    "HEALER_RECONCILE_PORT": "37082",
+    "HEALER_SERVICE_PORT": "37080",
+    "HEALER_CONSOLE_PORT": "37090",
+}
+# What the stack's child processes read (they inherit this process's environment).
+SOAK_ENV = {
+    "LEASE_SECONDS": "20",
+    "MAX_IMAGE_BYTES": "2000000",
+    "MAX_FRAMES": "16",
+    "MAX_NEW_TOKENS": "8",
+    "UNPUBLISHED_GRACE_SECONDS": "10",
+    "STALE_QUEUED_SECONDS": "60",
+    "LOG_LEVEL": "INFO",
+}
+MAX_FRAMES = 16
+MAX_IMAGE_BYTES = 2_000_000
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+# ---- what gets uploaded -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+    content_type: str
+    expect: str  # "done" or the error code it must fail with
+
+
+def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _bomb_png(side: int = 100_000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _frames_tiff(frames: int) -> bytes:
+    images = [Image.new("RGB", (32, 32), (i * 10 % 256, 40, 90)) for i in range(frames)]
+    return _encode(images[0], "TIFF", save_all=True, append_images=images[1:])
+
+
+HOSTILE: dict[str, Callable[[random.Random], tuple[bytes, str, str]]] = {
+    "pdf-as-png": lambda r: (b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\nendobj\n", "image/png", "not_an_image"),
+    "html-as-png": lambda r: (b"<!DOCTYPE html><html><body>not a slide</body></html>", "image/png", "not_an_image"),
+    "truncated-png": lambda r: (_encode(_noise(r, 256), "PNG")[:400], "image/png", "truncated"),
+    "truncated-jpeg": lambda r: (_encode(_noise(r, 256), "JPEG")[:600], "image/jpeg", "truncated"),
+    "bomb": lambda r: (_bomb_png(), "image/png", "decompression_bomb"),
+    "zero-bytes": lambda r: (b"", "image/png", "empty"),
+    "oversize": lambda r: (b"\x89PNG\r\n\x1a\n" + r.randbytes(MAX_IMAGE_BYTES + 1000), "image/png", "too_large"),
+    "frames-over-cap": lambda r: (_frames_tiff(MAX_FRAMES + 4), "image/tiff", "too_many_frames"),
+}
+
+
+def _noise(r: random.Random, side: int) -> Image.Image:
+    return Image.frombytes("RGB", (side, side), r.randbytes(side * side * 3))
+
+
+def build_uploads(total: int, hostile_share: float, samples: list[Path], seed: int) -> list[Upload]:
+    """`total` uploads, `hostile_share` of them hostile (spread over every kind), shuffled."""
+    r = random.Random(seed)
+    run = uuid.uuid4().hex[:6]
+    kinds = list(HOSTILE)
+    n_hostile = max(len(kinds), -(-int(total * hostile_share * 100) // 100))
+    uploads: list[Upload] = []
+    for i in range(n_hostile):
+        kind = kinds[i % len(kinds)]
+        data, content_type, code = HOSTILE[kind](r)
+        uploads.append(Upload(f"soak-{run}/hostile/{kind}-{i}.png", data, content_type, code))
+    for i in range(total - n_hostile):
+        if samples and i % 2 == 0:
+            path = samples[i % len(samples)]
+            uploads.append(
+                Upload(
+                    f"soak-{run}/tiles/{i}-{path.name}",
+                    path.read_bytes(),
+                    "image/tiff" if path.suffix == ".tif" else "image/png",
+                    "done",
+                )
+            )
+        else:
+            side = r.choice([64, 128, 224, 300])
+            fmt, content_type = r.choice([("PNG", "image/png"), ("JPEG", "image/jpeg")])
+            uploads.append(
+                Upload(f"soak-{run}/synthetic/{i}.{fmt.lower()}", _encode(_noise(r, side), fmt), content_type, "done")
+            )
+    r.shuffle(uploads)
+    return uploads
+
+
+def find_samples() -> list[Path]:
+    for folder in (REPO.parent / "shared" / "samples", REPO / "samples"):
+        found = sorted(p for p in folder.glob("*") if p.suffix in (".tif", ".png")) if folder.is_dir() else []
+        if found:
+            return found
+    return []
+
+
+# ---- the stack ----------------------------------------------------------------------------------
+
+
+def soak_config(home: Path) -> StackConfig:
+    ports: dict[str, Any] = {k: os.environ.get(k, v) for k, v in SOAK_PORTS.items()}
+    return StackConfig(  # type: ignore[call-arg]  # env-alias kwargs, invisible to mypy
+        HEALER_HOME=home,
+        HEALER_PROJECT="healer-soak",
+        HEALER_BUCKET="healer-soak-inbox",
+        MAX_DELIVERY_ATTEMPTS=20,
+        ACK_DEADLINE_SECONDS=60,
+        **ports,
+    )
+
+
+def provision_fast_retries(cfg: StackConfig) -> None:
+    """The push subscription as Terraform makes it, but retrying after 1–10 s instead of 10–600 s,
+    created before `up` (which then keeps it) so the soak takes minutes.
+
+    The emulator honours a retry policy loosely: after the service comes back it may not
+    redeliver refused pushes for many minutes (measured: none for > 4 min), which is exactly
+    what the scheduled reconcile sweep exists for. Without a retry policy it redelivers at once
+    and exhausts the delivery attempts during a restart (dead-lettering good images).
+    """
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
+    dead = publisher.topic_path(cfg.project, cfg.dead_letter_topic)
+    for topic in (jobs, dead):
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(name=topic)
+    with contextlib.suppress(gexc.AlreadyExists):
+        subscriber.create_subscription(
+            request={
+                "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),
+                "topic": jobs,
+                "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
+                "ack_deadline_seconds": cfg.ack_deadline_seconds,
+                "retry_policy": {
+                    "minimum_backoff": duration_pb2.Duration(seconds=1),
+                    "maximum_backoff": duration_pb2.Duration(seconds=10),
+                },
+                "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": cfg.max_delivery_attempts},
+            }
+        )
+
+
+def bring_up(cfg: StackConfig) -> None:
+    control.down(cfg)
+    shutil.rmtree(cfg.home, ignore_errors=True)
+    cfg.home.mkdir(parents=True)
+    os.environ.update(SOAK_ENV)
+    os.environ.update(cfg.client_env())
+    for comp in control.emulator_components(cfg):
+        control.start(cfg, comp)
+    provision_fast_retries(cfg)
+    control.up(cfg, echo=lambda line: say(f"  {line}"))
+
+
+def kill_and_restart_service(cfg: StackConfig) -> float:
+    """SIGKILL the service mid-work and start a new one; returns seconds until it was ready again."""
+    started = time.monotonic()
+    control.stop_component(cfg, "service", timeout_s=5, sig=signal.SIGKILL)
+    # A killed multi-threaded process looks dead (zombie leader) before its last thread has
+    # closed the listening socket: wait for the port to be free before starting the next one.
+    deadline = time.monotonic() + 15
+    while control._port_open(cfg.host, cfg.service_port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (service,) = [c for c in control.app_components(cfg) if c.name == "service"]
+    control.start(cfg, service)
+    return time.monotonic() - started
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Uploaded:
+    upload: Upload
+    generation: int
+    job_id: str
+
+
+def upload_all(bucket: storage.Bucket, uploads: list[Upload], workers: int = 8) -> list[Uploaded]:
+    def one(u: Upload) -> Uploaded:
+        blob = bucket.blob(u.name)
+        blob.upload_from_string(u.data, content_type=u.content_type)
+        generation = int(blob.generation)
+        return Uploaded(u, generation, job_id_for(bucket.name, u.name, generation))
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, uploads))
+
+
+def inject_duplicates(cfg: StackConfig, done: list[Uploaded], count: int, r: random.Random) -> Counter[int]:
+    """Replay finalize events of already-uploaded objects, several copies at once (Eventarc's
+    at-least-once), retrying non-2xx answers as Eventarc does. Returns final statuses."""
+    client = storage.Client(project=cfg.project)
+    targets = r.sample(done, min(count, len(done)))
+
+    def replay(item: Uploaded) -> int:
+        blob = client.bucket(cfg.bucket).get_blob(item.upload.name)
+        if blob is None:
+            return 404
+        status = 0
+        for _ in range(10):
+            status = deliver(cfg.ingest_url, blob._properties, f"dup-{uuid.uuid4().hex[:8]}")
+            if 200 <= status < 300:
+                break
+            time.sleep(1.0)
+        return status
+
+    with ThreadPoolExecutor(8) as pool:
+        return Counter(pool.map(replay, [t for t in targets for _ in range(3)]))
+
+
+def wait_terminal(cfg: StackConfig, store: JobStore, items: list[Uploaded], timeout_s: float, stall_s: float) -> int:
+    """Wait for every upload's job to be terminal; run the reconcile sweep when progress stalls
+    for `stall_s` (0: never). Returns how many times reconcile ran."""
+    deadline = time.monotonic() + timeout_s
+    ids = [i.job_id for i in items]
+    last_count, last_change, reconciles = -1, time.monotonic(), 0
+    while time.monotonic() < deadline:
+        jobs = get_jobs(store, ids)
+        terminal = sum(1 for j in jobs.values() if j.state.terminal)
+        if terminal == len(ids):
+            return reconciles
+        if terminal != last_count:
+            say(f"  {terminal}/{len(ids)} terminal")
+            last_count, last_change = terminal, time.monotonic()
+        elif stall_s and time.monotonic() - last_change > stall_s:
+            say(f"  no progress for {stall_s:.0f} s: running the reconcile sweep (as Cloud Scheduler would)")
+            response = requests.post(cfg.reconcile_url, json={}, timeout=120)
+            say(f"  reconcile: {response.status_code} {response.json().get('counts') if response.ok else ''}")
+            reconciles += 1
+            last_change = time.monotonic()
+        time.sleep(2.0)
+    return reconciles
+
+
+def get_jobs(store: JobStore, ids: list[str]) -> dict[str, Job]:
+    found: dict[str, Job] = {}
+    for start in range(0, len(ids), 100):
+        found.update(store.get_many(ids[start : start + 100]))
+    return found
+
+
+def audit(store: JobStore, items: list[Uploaded]) -> dict[str, int]:
+    """Firestore against the uploads: each generation exactly one terminal job, one outcome."""
+    jobs = get_jobs(store, [i.job_id for i in items])
+    counts = Counter(uploads=len(items), done=0, failed=0, lost=0, duplicates=0, stuck=0)
+    wrong: list[str] = []
+    for item in items:
+        job = jobs.get(item.job_id)
+        if job is None:
+            counts["lost"] += 1
+            continue
+        outcomes = [e.event for e in job.history if e.event in ("done", "failed")]
+        if len(outcomes) > 1 or (job.state == JobState.DONE and job.error is not None):
+            counts["duplicates"] += 1  # more than one terminal write: two verdicts, or verdict + failure
+        if not job.state.terminal:
+            counts["stuck"] += 1
+            continue
+        counts[str(job.state)] += 1
+        got = "done" if job.state == JobState.DONE else (job.error.code if job.error else "?")
+        if got != item.upload.expect:
+            wrong.append(f"{item.upload.name}: expected {item.upload.expect}, got {got}")
+    for line in wrong[:20]:
+        say(f"  unexpected outcome: {line}")
+    counts["unexpected"] = len(wrong)
+    attempts = Counter(j.attempts for j in jobs.values())
+    say(f"  attempts per job: {dict(sorted(attempts.items()))}")
+    return dict(counts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--hostile-share", type=float, default=0.25)
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("SOAK_HOME", REPO / ".healer" / "soak")))
+    parser.add_argument("--timeout", type=float, default=420.0, help="seconds to wait for terminal jobs")
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--sweep-after",
+        type=float,
+        default=45.0,
+        help="run the reconcile sweep after this many seconds without progress (0: never)",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    args = parser.parse_args(argv)
+
+    cfg = soak_config(args.home.resolve())
+    r = random.Random(args.seed)
+    uploads = build_uploads(args.uploads, args.hostile_share, find_samples(), args.seed)
+    hostile = sum(1 for u in uploads if u.expect != "done")
+    say(f"soak: {len(uploads)} uploads ({hostile} hostile), stack home {cfg.home}")
+    started = time.monotonic()
+    try:
+        bring_up(cfg)
+        say(f"stack up in {time.monotonic() - started:.0f}s")
+        store = JobStore(new_client(cfg.project), cfg.jobs_collection)
+        bucket = storage.Client(project=cfg.project).bucket(cfg.bucket)
+        thirds = [
+            uploads[: len(uploads) // 3],
+            uploads[len(uploads) // 3 : 2 * len(uploads) // 3],
+            uploads[2 * len(uploads) // 3 :],
+        ]
+        done: list[Uploaded] = []
+        for phase, batch in enumerate(thirds, 1):
+            done += upload_all(bucket, batch)
+            say(f"phase {phase}: uploaded {len(done)}")
+            time.sleep(2.0)  # let work get under way, so the kill lands mid-inference
+            statuses = inject_duplicates(cfg, done, 15, r)
+            say(f"phase {phase}: replayed 45 duplicate events: {dict(statuses)}")
+            if phase < 3:
+                say(f"phase {phase}: SIGKILL the service; back in {kill_and_restart_service(cfg):.1f}s")
+        reconciles = wait_terminal(cfg, store, done, args.timeout, args.sweep_after)
+        counts = audit(store, done)
+        say(
+            f"  reconcile sweeps: {reconciles}; unexpected outcomes: {counts.pop('unexpected')}; "
+            f"wall time {time.monotonic() - started:.0f}s"
+        )
+    finally:
+        if not args.keep:
+            control.down(cfg)
+    say(" ".join(f"{k}={counts[k]}" for k in ("uploads", "done", "failed", "lost", "duplicates", "stuck")))
+    return 0 if counts["lost"] == counts["duplicates"] == counts["stuck"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

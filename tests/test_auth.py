@@ -1,0 +1,245 @@
+"""Push authentication (issue 4, item 12): OIDC tokens on /pubsub/* signed by a local key.
+
+The signing certificates are served as Google serves them ({key id: PEM certificate}) from a
+local HTTP server, so the real verifier (google.oauth2.id_token) fetches and checks them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
+from google.auth import crypt
+from google.auth import jwt as google_jwt
+from pydantic import ValidationError
+
+from healer_core.schema import JobState
+from healer_core.store import JobStore
+from inference_service.app import create_app
+from inference_service.blobs import GcsBlobSource
+from inference_service.settings import Settings
+from tests.fakes import FakeEngine
+from tests.service_helpers import envelope, png_bytes, wait_ready
+from tests.test_service import queued_job
+
+pytestmark = pytest.mark.emulator
+
+AUDIENCE = "https://healer-inference-abc123-ew.a.run.app/pubsub/push"
+PUSH_SA = "healer-push@healer-test.iam.gserviceaccount.com"
+KID = "test-key-1"
+
+
+class SigningKey:
+    """An RSA key with a self-signed certificate, as Google publishes for its ID tokens."""
+
+    def __init__(self, kid: str = KID) -> None:
+        self.kid = kid
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healer-test-signer")])
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.signer = crypt.RSASigner.from_string(pem, key_id=kid)
+
+    def token(self, **override: Any) -> str:
+        """A push ID token with valid claims unless overridden (None removes a claim)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": "https://accounts.google.com",
+            "aud": AUDIENCE,
+            "azp": "1234567890",
+            "sub": "1234567890",
+            "email": PUSH_SA,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        claims.update(override)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return google_jwt.encode(self.signer, claims).decode()
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey()
+
+
+@pytest.fixture(scope="module")
+def certs_url(key: SigningKey) -> Iterator[str]:
+    """A local stand-in for https://www.googleapis.com/oauth2/v1/certs."""
+    body = json.dumps({key.kid: key.cert_pem}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
+    server.shutdown()
+
+
+def auth_settings(project: str, certs_url: str) -> Settings:
+    return Settings(
+        PROJECT_ID=project,
+        BATCH_WINDOW_MS=1,
+        PUSH_AUDIENCE=AUDIENCE,
+        PUSH_SERVICE_ACCOUNT=PUSH_SA,
+        PUSH_CERTS_URL=certs_url,
+    )
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def client(emulator_cfg, certs_url: str, engine: FakeEngine, store: JobStore) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    settings = auth_settings(emulator_cfg.project, certs_url)
+    app = create_app(settings, engine=engine, store=store, blobs=GcsBlobSource(emulator_cfg.project))
+    with TestClient(app) as c:
+        wait_ready(c)
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def untouched(store: JobStore, job_id: str) -> bool:
+    """The job is exactly as ingest left it: nothing leased, failed or written."""
+    job = store.get(job_id)
+    assert job is not None
+    return job.state == JobState.QUEUED and job.attempts == 0 and [e.event for e in job.history] == ["created"]
+
+
+def test_a_valid_token_is_accepted_on_push_and_dead_letter(client, store, bucket, key, engine) -> None:  # type: ignore[no-untyped-def]
+    message = queued_job(store, bucket, "authed.png", png_bytes())
+    response = client.post("/pubsub/push", json=envelope(message), headers=bearer(key.token()))
+    assert response.status_code == 204
+    assert store.get(message.job_id).state == JobState.DONE and len(engine.calls) == 1
+    other = queued_job(store, bucket, "authed-dead.png", png_bytes())
+    response = client.post("/pubsub/dead-letter", json=envelope(other), headers=bearer(key.token()))
+    assert response.status_code == 204
+    assert store.get(other.job_id).state == JobState.FAILED
+
+
+@pytest.mark.parametrize("route", ["/pubsub/push", "/pubsub/dead-letter"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}],
+    ids=["none", "basic", "empty-bearer"],
+)
+def test_missing_token_is_401_without_a_write(client, store, bucket, engine, route, headers) -> None:  # type: ignore[no-untyped-def]
+    message = queued_job(store, bucket, "no-token.png", png_bytes())
+    response = client.post(route, json=envelope(message), headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert untouched(store, message.job_id) and engine.calls == []
+
+
+FORGERIES = {
+    "wrong-audience": lambda key, other: key.token(aud="https://attacker.example/push"),
+    "wrong-account": lambda key, other: key.token(email="someone@attacker.example"),
+    "email-unverified": lambda key, other: key.token(email_verified=False),
+    "no-email": lambda key, other: key.token(email=None),
+    "expired": lambda key, other: key.token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+    "no-expiry": lambda key, other: key.token(exp=None),
+    "not-google": lambda key, other: key.token(iss="https://attacker.example"),
+    "forged-signature": lambda key, other: other.token(),  # same key id, another private key
+    "unknown-key-id": lambda key, other: SigningKey(kid="rotated-away").token(),
+    "tampered-claims": lambda key, other: _tamper(key.token()),
+    "garbage": lambda key, other: "not.a.jwt",
+}
+
+
+def _tamper(token: str) -> str:
+    """Swap in a payload for another account, keeping the original signature."""
+    header, _, signature = token.split(".")
+    forged = key_less_payload(email="someone@attacker.example")
+    return f"{header}.{forged}.{signature}"
+
+
+def key_less_payload(**claims: Any) -> str:
+    import base64
+
+    now = int(time.time())
+    body = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def other_key() -> SigningKey:
+    return SigningKey(kid=KID)
+
+
+@pytest.mark.parametrize("route", ["/pubsub/push", "/pubsub/dead-letter"])
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_forged_or_wrong_tokens_are_403_without_a_write(  # type: ignore[no-untyped-def]
+    client, store, bucket, engine, key, other_key, route, forgery
+) -> None:
+    message = queued_job(store, bucket, "forged.png", png_bytes())
+    token = FORGERIES[forgery](key, other_key)
+    response = client.post(route, json=envelope(message), headers=bearer(token))
+    assert response.status_code == 403, response.text
+    assert untouched(store, message.job_id) and engine.calls == []
+
+
+def test_unreachable_certificates_are_a_retry_not_a_rejection(emulator_cfg, store, bucket, key) -> None:  # type: ignore[no-untyped-def]
+    settings = auth_settings(emulator_cfg.project, "http://127.0.0.1:9/certs")  # discard port: refused
+    app = create_app(settings, engine=FakeEngine(), store=store, blobs=GcsBlobSource(emulator_cfg.project))
+    with TestClient(app) as c:
+        wait_ready(c)
+        message = queued_job(store, bucket, "certs-down.png", png_bytes())
+        response = c.post("/pubsub/push", json=envelope(message), headers=bearer(key.token()))
+    assert response.status_code == 503
+    assert untouched(store, message.job_id)
+
+
+def test_predict_and_health_need_no_push_token(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/predict", files={"image_file": ("t.png", png_bytes(), "image/png")}).status_code == 200
+
+
+def test_an_audience_without_a_service_account_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="PUSH_SERVICE_ACCOUNT"):
+        Settings(PUSH_AUDIENCE=AUDIENCE)
