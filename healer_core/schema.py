@@ -135,6 +135,7 @@ class Job(_Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    expire_at: datetime | None = None  # set on finished jobs when a TTL is configured (JOB_TTL_DAYS)
     error: JobError | None = None
     verdict: Verdict | None = None
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -54,9 +54,18 @@ def new_client(project: str, database: str = "(default)") -> firestore.Client:
 class JobStore:
     """Jobs in one Firestore collection."""
 
-    def __init__(self, client: firestore.Client, collection: str = "jobs") -> None:
+    def __init__(self, client: firestore.Client, collection: str = "jobs", ttl_days: float = 0.0) -> None:
+        """`ttl_days` > 0 stamps finished jobs with `expire_at` for a Firestore TTL policy."""
         self.client = client
         self.collection = client.collection(collection)
+        self.ttl_days = ttl_days
+
+    def _finished(self) -> dict[str, Any]:
+        """Fields every terminal transition writes (and `expire_at` when a TTL is configured)."""
+        fields: dict[str, Any] = {"finished_at": firestore.SERVER_TIMESTAMP, "updated_at": firestore.SERVER_TIMESTAMP}
+        if self.ttl_days > 0:
+            fields["expire_at"] = utcnow() + timedelta(days=self.ttl_days)
+        return fields
 
     def _ref(self, job_id: str) -> firestore.DocumentReference:
         return self.collection.document(job_id)
@@ -123,7 +132,7 @@ class JobStore:
         data["created_at"] = firestore.SERVER_TIMESTAMP
         data["updated_at"] = firestore.SERVER_TIMESTAMP
         if job.state.terminal:
-            data["finished_at"] = firestore.SERVER_TIMESTAMP
+            data.update(self._finished())
         data["history"] = [{"at": utcnow(), "event": "created", "detail": str(job.state), "n": "0"}]
         try:
             self._ref(job.job_id).create(data)
@@ -215,8 +224,7 @@ class JobStore:
                 "verdict": verdict.model_dump(mode="python"),
                 "error": None,
                 "lease": None,
-                "finished_at": firestore.SERVER_TIMESTAMP,
-                "updated_at": firestore.SERVER_TIMESTAMP,
+                **self._finished(),
                 "history": _history("done", verdict.answer),
             },
         )
@@ -239,14 +247,12 @@ class JobStore:
             },
         )
 
-    @staticmethod
-    def _failure(error: JobError) -> dict[str, Any]:
+    def _failure(self, error: JobError) -> dict[str, Any]:
         return {
             "state": str(JobState.FAILED),
             "error": error.model_dump(),
             "lease": None,
-            "finished_at": firestore.SERVER_TIMESTAMP,
-            "updated_at": firestore.SERVER_TIMESTAMP,
+            **self._finished(),
             "history": _history("failed", error.code),
         }
 
@@ -297,6 +303,7 @@ class JobStore:
                     "state": str(JobState.QUEUED),
                     "lease": None,
                     "error": None,
+                    "expire_at": None,  # running again: never reaped mid-run
                     "updated_at": firestore.SERVER_TIMESTAMP,
                     "history": _history("requeued", str(job.state)),
                 },

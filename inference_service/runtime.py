@@ -60,7 +60,7 @@ class Runtime:
     def store(self) -> JobStore:
         if self._store is None:
             s = self.settings
-            self._store = JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection)
+            self._store = JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection, s.job_ttl_days)
         return self._store
 
     @cached_property

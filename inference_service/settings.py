@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     # Where and what
     project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
     # Model

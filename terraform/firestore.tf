@@ -35,15 +35,15 @@ resource "google_firestore_index" "jobs_by_object" {
   }
 }
 
-# Firestore deletes a job document once its job_ttl_field timestamp has passed. The service sets
-# that field only on finished (done/failed) jobs, so running work is never reaped.
+# Firestore deletes a job document once its `expire_at` timestamp has passed. The code writes
+# that field (JOB_TTL_DAYS) only on finished (done/failed) jobs, so running work is never reaped.
 resource "google_firestore_field" "jobs_ttl" {
-  count = var.job_ttl_enabled ? 1 : 0
+  count = var.job_ttl_days > 0 ? 1 : 0
 
   project    = var.project_id
   database   = google_firestore_database.main.name
   collection = var.jobs_collection
-  field      = var.job_ttl_field
+  field      = "expire_at" # written by healer_core/store.py
 
   ttl_config {}
 

@@ -25,6 +25,7 @@ locals {
     JOBS_COLLECTION    = var.jobs_collection
     FIRESTORE_DATABASE = google_firestore_database.main.name
     MAX_IMAGE_BYTES    = tostring(var.max_image_bytes)
+    JOB_TTL_DAYS       = tostring(var.job_ttl_days)
     HEALER_BUCKET      = google_storage_bucket.inbox.name
     LOG_LEVEL          = "INFO"
   }

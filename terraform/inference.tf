@@ -122,6 +122,10 @@ resource "google_cloud_run_v2_service" "inference" {
         value = tostring(var.max_image_bytes)
       }
       env {
+        name  = "JOB_TTL_DAYS"
+        value = tostring(var.job_ttl_days)
+      }
+      env {
         name  = "LEASE_SECONDS"
         value = tostring(var.lease_seconds)
       }

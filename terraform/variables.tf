@@ -171,16 +171,15 @@ variable "firestore_location" {
   default     = null
 }
 
-variable "job_ttl_enabled" {
-  description = "Enable a Firestore TTL policy on job documents: Firestore deletes a job once its job_ttl_field timestamp is in the past. The service must write that field when a job finishes."
-  type        = bool
-  default     = false
-}
+variable "job_ttl_days" {
+  description = "Days a finished (done/failed) job document is kept. Above 0, the service and functions write `expire_at` = finish time + this, and a Firestore TTL policy deletes the document after it. 0 keeps jobs forever."
+  type        = number
+  default     = 0
 
-variable "job_ttl_field" {
-  description = "Timestamp field of a job document used by the TTL policy (only when job_ttl_enabled)."
-  type        = string
-  default     = "expire_at"
+  validation {
+    condition     = var.job_ttl_days >= 0
+    error_message = "job_ttl_days must be 0 (keep forever) or a positive number of days."
+  }
 }
 
 # ── Ingest and reconcile functions ───────────────────────────────────────────────────────────

@@ -16,14 +16,17 @@ import pytest
 
 from healer.stack.config import StackConfig
 
+# Test ports sit at HEALER_TEST_PORT_BASE + the stack's usual last two digits (default 18000),
+# so two test sessions on one machine can run side by side with different bases.
+_BASE = int(os.environ.get("HEALER_TEST_PORT_BASE", "18000"))
 TEST_PORTS = {
-    "HEALER_STORAGE_PORT": "19023",
-    "HEALER_PUBSUB_PORT": "18085",
-    "HEALER_FIRESTORE_PORT": "18086",
-    "HEALER_INGEST_PORT": "18081",
-    "HEALER_RECONCILE_PORT": "18082",
-    "HEALER_SERVICE_PORT": "18080",
-    "HEALER_CONSOLE_PORT": "18090",
+    "HEALER_STORAGE_PORT": str(_BASE + 23),
+    "HEALER_PUBSUB_PORT": str(_BASE + 85),
+    "HEALER_FIRESTORE_PORT": str(_BASE + 86),
+    "HEALER_INGEST_PORT": str(_BASE + 81),
+    "HEALER_RECONCILE_PORT": str(_BASE + 82),
+    "HEALER_SERVICE_PORT": str(_BASE + 80),
+    "HEALER_CONSOLE_PORT": str(_BASE + 90),
 }
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples"

@@ -80,3 +80,19 @@ def test_iter_jobs_paginates_and_filters(store: JobStore) -> None:
     assert len(list(store.iter_jobs(page_size=3))) == 7
     assert len(list(store.iter_jobs(state=JobState.QUEUED, page_size=2))) == 7
     assert list(store.iter_jobs(state=JobState.DONE)) == []
+
+
+def test_ttl_stamps_finished_jobs_only(firestore_client, unique: str) -> None:  # type: ignore[no-untyped-def]
+    store = JobStore(firestore_client, f"ttl-{unique}", ttl_days=30)
+    done = new_job(store, "done.png")
+    assert store.get(done.job_id).expire_at is None  # queued work is never reaped
+    lease = store.lease(done.job_id, "w", 300)
+    assert store.get(done.job_id).expire_at is None
+    store.finish(done.job_id, lease.token, verdict())
+    finished = store.get(done.job_id)
+    assert 29.9 < (finished.expire_at - finished.finished_at).total_seconds() / 86400 < 30.1
+    failed = new_job(store, "failed.png")
+    store.fail_unless_done(failed.job_id, JobError(code=ErrorCode.DEAD_LETTERED, message="x", retryable=True))
+    assert store.get(failed.job_id).expire_at is not None
+    store.requeue(failed.job_id, include_failed=True)
+    assert store.get(failed.job_id).expire_at is None

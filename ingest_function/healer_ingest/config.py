@@ -19,6 +19,7 @@ class IngestSettings(BaseSettings):
     )
     jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     bucket: str = Field(default="healer-inbox", validation_alias="HEALER_BUCKET")

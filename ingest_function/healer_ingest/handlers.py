@@ -23,7 +23,7 @@ log = logging.getLogger("healer.ingest")
 @lru_cache(maxsize=1)
 def _store() -> JobStore:
     s = get_settings()
-    return JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection)
+    return JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection, s.job_ttl_days)
 
 
 @lru_cache(maxsize=1)

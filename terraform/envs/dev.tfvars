@@ -24,7 +24,7 @@ inbox_lifecycle_rules = [
     condition = { age = 30 }
   },
 ]
-job_ttl_enabled = true
+job_ttl_days = 90
 
 # The state bucket created in docs/DEPLOY.md step 2 (lets the build account run terraform).
 tf_state_bucket = "my-healer-dev-tfstate"

@@ -413,7 +413,8 @@ def test_firestore_index_and_ttl(tf: Module) -> None:
     fields = [(f["field_path"], f["order"]) for f in index["fields"]]
     assert fields == [("bucket", "ASCENDING"), ("name", "ASCENDING"), ("generation", "DESCENDING")]
     ttl = tf.resource("google_firestore_field", "jobs_ttl")
-    assert ttl["count"] == "${var.job_ttl_enabled ? 1 : 0}"
+    assert ttl["count"] == "${var.job_ttl_days > 0 ? 1 : 0}"
+    assert ttl["field"] == "expire_at"
     assert "ttl_config" in ttl
 
 
