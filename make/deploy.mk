@@ -50,6 +50,7 @@ function-bundle:
 
 ## tools: checkov in its own virtualenv (.venv-tools); idempotent
 tools: $(TOOLS_STAMP)
+TEST_DEPS += tools
 
 $(TOOLS_STAMP): make/tools-requirements.txt
 	@test -n "$(TOOLS_PYTHON)" || { echo "tools: no python3 found" >&2; exit 1; }
