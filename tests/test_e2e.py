@@ -104,3 +104,24 @@ def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, 
     jobs = jobs_for(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name)
     assert sorted(j["generation"] for j in jobs) == sorted([g1, g2])
     assert all(j["state"] == "done" for j in jobs)
+
+
+def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_paths, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Google Cloud CLI, configured only by the variables in `.healer/local.env`."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("gcloud") is None:
+        pytest.skip("the Google Cloud CLI is not installed")
+    env = os.environ | stack_cfg.client_env() | stack_cfg.gcloud_env() | {"CLOUDSDK_CONFIG": str(tmp_path)}
+    target = f"gs://{stack_cfg.bucket}/gcloud/{sample_paths[0].name}"
+    subprocess.run(["gcloud", "storage", "cp", str(sample_paths[0]), target], env=env, check=True, timeout=120)
+    listing = subprocess.run(
+        ["gcloud", "storage", "ls", "--json", target], env=env, check=True, timeout=60, capture_output=True, text=True
+    )
+    import json
+
+    generation = int(json.loads(listing.stdout)[0]["metadata"]["generation"])
+    job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, f"gcloud/{sample_paths[0].name}", generation)
+    assert job["state"] == "done" and job["verdict"]["answer"] in ("yes", "no", "indeterminate")

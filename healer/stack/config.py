@@ -81,6 +81,15 @@ class StackConfig(BaseSettings):
             "HEALER_BUCKET": self.bucket,
         }
 
+    def gcloud_env(self) -> dict[str, str]:
+        """What the Google Cloud CLI (`gcloud storage`, `gcloud pubsub`) needs to use this stack."""
+        return {
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": f"{self.storage_url}/",
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB": f"http://{self.host}:{self.pubsub_port}/",
+            "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+            "CLOUDSDK_CORE_PROJECT": self.project,
+        }
+
     def stack_env(self) -> dict[str, str]:
         """This configuration as environment variables, for the stack's child processes."""
         env = {

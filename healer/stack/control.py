@@ -78,7 +78,7 @@ def emulator_components(cfg: StackConfig) -> list[Component]:
             [
                 sys.executable,
                 "-m",
-                "gcp_storage_emulator",
+                "healer.stack.storage_emulator",
                 "start",
                 "--host",
                 h,
@@ -308,7 +308,7 @@ def stop_component(cfg: StackConfig, name: str, timeout_s: float = 15.0, sig: in
 
 def write_env_file(cfg: StackConfig) -> Path:
     """`.healer/local.env`: `source` it and any official client talks to this stack."""
-    lines = [f"export {k}={v}" for k, v in cfg.client_env().items()]
+    lines = [f"export {k}={v}" for k, v in (cfg.client_env() | cfg.gcloud_env()).items()]
     cfg.env_file.parent.mkdir(parents=True, exist_ok=True)
     cfg.env_file.write_text("\n".join(lines) + "\n")
     return cfg.env_file
