@@ -42,14 +42,17 @@ down: ## stop exactly what `make up` started
 status: $(STAMP) ## show the local stack's processes
 	$(PY) -m healer.stack status
 
-lint: $(STAMP) ## ruff
-	$(PY) -m ruff check .
+TYPED := healer_core ingest_function/healer_ingest inference_service healer console/backend
 
-typecheck: $(STAMP) ## mypy
-	$(PY) -m mypy healer_core ingest_function/healer_ingest inference_service healer
-
-test: $(STAMP) $(TEST_DEPS) ## lint + the whole test suite (emulators started by the tests)
+lint: $(STAMP) ## ruff (lint and format) and mypy
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy $(TYPED)
+
+typecheck: $(STAMP) ## mypy alone
+	$(PY) -m mypy $(TYPED)
+
+test: $(STAMP) $(TEST_DEPS) lint ## lint + the whole test suite (emulators started by the tests)
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## tests that need no emulator

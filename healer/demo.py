@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 from rich.console import Console
 from rich.table import Table
 

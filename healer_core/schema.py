@@ -141,8 +141,10 @@ class Job(_Model):
     history: list[HistoryEntry] = Field(default_factory=list)
 
     @classmethod
-    def from_doc(cls, data: dict[str, Any]) -> Job:
-        """Build from a Firestore snapshot's `to_dict()`."""
+    def from_doc(cls, data: dict[str, Any] | None) -> Job:
+        """Build from a Firestore snapshot's `to_dict()` (None only for a missing document)."""
+        if data is None:
+            raise ValueError("no job document")
         return cls.model_validate(data)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from google.api_core import exceptions as gexc
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.schema import ErrorCode
 from inference_service.errors import ImageRejected, ObjectGone, TransientError

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 
 from console.backend import api_jobs, api_uploads
 from console.backend.context import ConsoleContext

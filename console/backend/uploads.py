@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 import google.auth
 import google.auth.transport.requests
 from google.auth.credentials import Credentials
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 from pydantic import BaseModel, Field
 
 LOCAL_UPLOAD_PATH = "/api/uploads/local"

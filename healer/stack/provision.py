@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1, storage
+from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
 from google.protobuf import duration_pb2
 
 from healer.stack.config import StackConfig

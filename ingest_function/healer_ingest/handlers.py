@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from cloudevents.http import CloudEvent
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core import logs
 from healer_core.store import JobStore, new_client

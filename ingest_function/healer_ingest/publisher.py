@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from healer_core.schema import JobMessage
 

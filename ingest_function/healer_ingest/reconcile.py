@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from itertools import islice
 
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.ids import job_id_for
 from healer_core.schema import Job, JobMessage, JobState
