@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from healer_core.answer import Answer
 from healer_core.ids import job_id_for
 
 SCHEMA_VERSION = 1
-
-Answer = Literal["yes", "no", "indeterminate"]
 
 
 class JobState(StrEnum):

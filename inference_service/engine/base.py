@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL.Image import Image
 
-from healer_core.schema import Answer
+from healer_core.answer import Answer
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from healer_core.schema import Answer
+from healer_core.answer import Answer
 
 PROMPT_VERSION = "crc-v1"
 
