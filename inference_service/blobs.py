@@ -28,13 +28,17 @@ class GcsBlobSource:
             # Metadata first: an overwritten or deleted generation, or an oversize object, is
             # settled without reading a byte. (The storage emulator ignores generation pins on
             # reads, so this check is also what keeps local runs honest.)
-            blob = self._client.bucket(bucket).get_blob(name, generation=generation)
+            bucket_ref = self._client.bucket(bucket)
+            blob = bucket_ref.get_blob(name, generation=generation)
             if blob is None or int(blob.generation or 0) != int(generation):
                 raise ObjectGone("object generation not found")
             if int(blob.size or 0) > max_bytes:
                 raise ImageRejected(ErrorCode.TOO_LARGE, f"The file is {blob.size} bytes; the limit is {max_bytes}.")
             # One byte past the limit tells "too large" without reading the whole object.
-            data: bytes = blob.download_as_bytes(start=0, end=max_bytes)
+            # A fresh handle builds the download URL itself (properly quoted): the metadata's
+            # mediaLink from gcp-storage-emulator leaves '#' and '?' in names unescaped.
+            pinned = bucket_ref.blob(name, generation=generation)
+            data: bytes = pinned.download_as_bytes(start=0, end=max_bytes)
         except gexc.NotFound as exc:
             raise ObjectGone("object generation not found") from exc
         except gexc.RequestRangeNotSatisfiable as exc:  # zero-byte object with a range read

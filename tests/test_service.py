@@ -98,6 +98,12 @@ def test_redelivery_of_a_done_job_is_acked_without_running_again(client, store, 
     assert store.get(message.job_id).attempts == 1
 
 
+def test_names_with_spaces_unicode_and_hash_signs(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+    message = queued_job(store, bucket, "lab 3/Pätient Ünïcode slide #1?.png", png_bytes())
+    assert push(client, message) == 204
+    assert store.get(message.job_id).state == JobState.DONE
+
+
 def test_jpeg_and_untyped_uploads_are_decided_by_content(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
     message = queued_job(store, bucket, "scan-without-extension", jpeg_bytes(), content_type="application/octet-stream")
     assert push(client, message) == 204
