@@ -125,3 +125,28 @@ def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_
     generation = int(json.loads(listing.stdout)[0]["metadata"]["generation"])
     job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, f"gcloud/{sample_paths[0].name}", generation)
     assert job["state"] == "done" and job["verdict"]["answer"] in ("yes", "no", "indeterminate")
+
+
+def test_scheduler_stand_in_calls_reconcile_on_its_interval(stack_cfg: StackConfig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The local Cloud Scheduler stand-in POSTs to the reconcile function every interval."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | stack_cfg.stack_env() | {"HEALER_RECONCILE_EVERY_SECONDS": "0.5", "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "scheduler.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "healer.stack.scheduler"], env=env, stderr=log_file)
+    try:
+        deadline = time.monotonic() + 30
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(runs) < 2:
+            time.sleep(0.5)
+            lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+            runs = [line for line in lines if line["message"] == "reconcile run"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert len(runs) >= 2 and all(run["status"] == 200 for run in runs)
+    assert "ok" in runs[-1]["counts"] or runs[-1]["counts"] == {}

@@ -33,6 +33,8 @@ class StackConfig(BaseSettings):
     max_delivery_attempts: int = Field(default=5, ge=5, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
     ack_deadline_seconds: int = Field(default=600, ge=10, le=600, validation_alias="ACK_DEADLINE_SECONDS")
     eventarc_poll_seconds: float = Field(default=0.5, gt=0, validation_alias="EVENTARC_POLL_SECONDS")
+    # Cloud Scheduler's reconcile cadence in terraform/reconcile.tf; 0 disables the local stand-in.
+    reconcile_every_seconds: float = Field(default=900.0, ge=0, validation_alias="HEALER_RECONCILE_EVERY_SECONDS")
 
     # Derived names, mirroring terraform/pubsub.tf
     @property
@@ -106,6 +108,7 @@ class StackConfig(BaseSettings):
             "JOBS_TOPIC": self.jobs_topic,
             "JOBS_COLLECTION": self.jobs_collection,
             "EVENTARC_POLL_SECONDS": str(self.eventarc_poll_seconds),
+            "HEALER_RECONCILE_EVERY_SECONDS": str(self.reconcile_every_seconds),
         }
         return self.client_env() | env
 

@@ -196,6 +196,12 @@ def app_components(cfg: StackConfig) -> list[Component]:
             0,
             lambda: True,
         ),
+        Component(
+            "scheduler",
+            [sys.executable, "-m", "healer.stack.scheduler"],
+            0,
+            lambda: True,
+        ),
     ]
     console_main = REPO_ROOT / "console" / "backend" / "app.py"
     if console_main.exists():
@@ -350,7 +356,17 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: N
     return cfg
 
 
-ALL_COMPONENTS = ["console", "eventarc", "service", "reconcile", "ingest", "firestore", "pubsub", "storage"]
+ALL_COMPONENTS = [
+    "console",
+    "scheduler",
+    "eventarc",
+    "service",
+    "reconcile",
+    "ingest",
+    "firestore",
+    "pubsub",
+    "storage",
+]
 
 
 def down(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: None) -> list[str]:
