@@ -140,6 +140,13 @@ class Job(_Model):
     history: list[HistoryEntry] = Field(default_factory=list)
 
     @classmethod
+    def for_message(cls, message: JobMessage, **fields: Any) -> Job:
+        """A job document for a message that arrived without one (replayed or dead-lettered)."""
+        return cls(
+            job_id=message.job_id, bucket=message.bucket, name=message.name, generation=message.generation, **fields
+        )
+
+    @classmethod
     def from_doc(cls, data: dict[str, Any] | None) -> Job:
         """Build from a Firestore snapshot's `to_dict()` (None only for a missing document)."""
         if data is None:

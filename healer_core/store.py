@@ -19,6 +19,13 @@ from google.cloud import firestore
 
 from healer_core.schema import SCHEMA_VERSION, Job, JobError, JobState, Verdict
 
+TRANSACTION_ATTEMPTS = 12
+
+
+def _is_contention(exc: ValueError) -> bool:
+    """google-cloud-firestore gives up on a contended transaction with this ValueError."""
+    return str(exc).startswith("Failed to commit transaction")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -66,6 +73,10 @@ class JobStore:
         if self.ttl_days > 0:
             fields["expire_at"] = utcnow() + timedelta(days=self.ttl_days)
         return fields
+
+    def _transaction(self) -> firestore.Transaction:
+        # More attempts than the client's 5: many deliveries of one job contend for its document.
+        return self.client.transaction(max_attempts=TRANSACTION_ATTEMPTS)
 
     def _ref(self, job_id: str) -> firestore.DocumentReference:
         return self.collection.document(job_id)
@@ -192,7 +203,13 @@ class JobStore:
             leased = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1})
             return LeaseResult(LeaseStatus.ACQUIRED, leased, token)
 
-        result: LeaseResult = txn_lease(self.client.transaction())
+        try:
+            result: LeaseResult = txn_lease(self._transaction())
+        except ValueError as exc:
+            if not _is_contention(exc):
+                raise
+            # Other workers kept winning this document's transaction: someone holds it now.
+            return LeaseResult(LeaseStatus.HELD)
         return result
 
     def _fenced_update(self, job_id: str, token: str, update: dict[str, Any]) -> bool:
@@ -211,7 +228,7 @@ class JobStore:
             txn.update(ref, update)
             return True
 
-        ok: bool = txn_update(self.client.transaction())
+        ok: bool = txn_update(self._transaction())
         return ok
 
     def finish(self, job_id: str, token: str, verdict: Verdict) -> bool:
@@ -274,7 +291,7 @@ class JobStore:
             txn.update(ref, self._failure(error))
             return job.model_copy(update={"state": JobState.FAILED, "error": error, "lease": None})
 
-        result: Job | None = txn_fail(self.client.transaction())
+        result: Job | None = txn_fail(self._transaction())
         return result
 
     def requeue(self, job_id: str, *, include_failed: bool = False, stuck_only: bool = False) -> Job | None:
@@ -310,5 +327,5 @@ class JobStore:
             )
             return job.model_copy(update={"state": JobState.QUEUED, "lease": None})
 
-        result: Job | None = txn_requeue(self.client.transaction())
+        result: Job | None = txn_requeue(self._transaction())
         return result

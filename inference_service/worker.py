@@ -74,10 +74,6 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
 
-def _job_from_message(message: JobMessage) -> Job:
-    return Job(job_id=message.job_id, bucket=message.bucket, name=message.name, generation=message.generation)
-
-
 async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
     """Run one delivered job to a terminal state, or hand it back for a retry."""
     job_id = message.job_id
@@ -87,7 +83,7 @@ async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
     if lease.status == LeaseStatus.MISSING:
         # Published without a job document (e.g. replayed by hand): adopt it rather than drop it.
         log.warning("job document missing; creating it from the message", extra={"job_id": job_id})
-        await asyncio.to_thread(deps.store.create, _job_from_message(message))
+        await asyncio.to_thread(deps.store.create, Job.for_message(message))
         lease = await asyncio.to_thread(deps.store.lease, job_id, deps.owner, deps.lease_seconds)
     if lease.status == LeaseStatus.TERMINAL:
         log.info("duplicate delivery of a finished job", extra={"job_id": job_id})

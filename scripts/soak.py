@@ -19,7 +19,6 @@ Differences from production, for a run of minutes: Pub/Sub retry backoff 1–10 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import random
@@ -41,9 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "ingest_function")]
 
 import requests  # noqa: E402
-from google.api_core import exceptions as gexc  # noqa: E402
-from google.cloud import pubsub_v1, storage  # noqa: E402
-from google.protobuf import duration_pb2  # noqa: E402
+from google.cloud import storage  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from healer.stack import control  # noqa: E402
@@ -179,40 +176,13 @@ def soak_config(home: Path) -> StackConfig:
         HEALER_BUCKET="healer-soak-inbox",
         MAX_DELIVERY_ATTEMPTS=20,
         ACK_DEADLINE_SECONDS=60,
+        # Retry after 1–10 s instead of 10–600 s so the soak takes minutes. The emulator honours
+        # a retry policy loosely: after the service comes back it may not redeliver refused
+        # pushes for many minutes, which is what the scheduled reconcile sweep exists for.
+        PUBSUB_MIN_BACKOFF_SECONDS=1,
+        PUBSUB_MAX_BACKOFF_SECONDS=10,
         **ports,
     )
-
-
-def provision_fast_retries(cfg: StackConfig) -> None:
-    """The push subscription as Terraform makes it, but retrying after 1–10 s instead of 10–600 s,
-    created before `up` (which then keeps it) so the soak takes minutes.
-
-    The emulator honours a retry policy loosely: after the service comes back it may not
-    redeliver refused pushes for many minutes (measured: none for > 4 min), which is exactly
-    what the scheduled reconcile sweep exists for. Without a retry policy it redelivers at once
-    and exhausts the delivery attempts during a restart (dead-lettering good images).
-    """
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
-    dead = publisher.topic_path(cfg.project, cfg.dead_letter_topic)
-    for topic in (jobs, dead):
-        with contextlib.suppress(gexc.AlreadyExists):
-            publisher.create_topic(name=topic)
-    with contextlib.suppress(gexc.AlreadyExists):
-        subscriber.create_subscription(
-            request={
-                "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),
-                "topic": jobs,
-                "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
-                "ack_deadline_seconds": cfg.ack_deadline_seconds,
-                "retry_policy": {
-                    "minimum_backoff": duration_pb2.Duration(seconds=1),
-                    "maximum_backoff": duration_pb2.Duration(seconds=10),
-                },
-                "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": cfg.max_delivery_attempts},
-            }
-        )
 
 
 def bring_up(cfg: StackConfig) -> None:
@@ -221,9 +191,6 @@ def bring_up(cfg: StackConfig) -> None:
     cfg.home.mkdir(parents=True)
     os.environ.update(SOAK_ENV)
     os.environ.update(cfg.client_env())
-    for comp in control.emulator_components(cfg):
-        control.start(cfg, comp)
-    provision_fast_retries(cfg)
     control.up(cfg, echo=lambda line: say(f"  {line}"))
 
 

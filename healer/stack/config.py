@@ -32,6 +32,9 @@ class StackConfig(BaseSettings):
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
     max_delivery_attempts: int = Field(default=5, ge=5, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
     ack_deadline_seconds: int = Field(default=600, ge=10, le=600, validation_alias="ACK_DEADLINE_SECONDS")
+    # The push subscriptions' retry backoff (terraform/pubsub.tf: 10–600 s); the soak shortens it.
+    min_backoff_seconds: int = Field(default=10, ge=0, le=600, validation_alias="PUBSUB_MIN_BACKOFF_SECONDS")
+    max_backoff_seconds: int = Field(default=600, ge=0, le=600, validation_alias="PUBSUB_MAX_BACKOFF_SECONDS")
     eventarc_poll_seconds: float = Field(default=0.5, gt=0, validation_alias="EVENTARC_POLL_SECONDS")
     # Cloud Scheduler's reconcile cadence in terraform/reconcile.tf; 0 disables the local stand-in.
     reconcile_every_seconds: float = Field(default=900.0, ge=0, validation_alias="HEALER_RECONCILE_EVERY_SECONDS")

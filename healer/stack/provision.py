@@ -22,7 +22,7 @@ def ensure_bucket(cfg: StackConfig) -> None:
 
 
 def ensure_pubsub(cfg: StackConfig) -> None:
-    """Topics, the push subscription (retry 10–600 s, dead letter after N), the dead-letter pair."""
+    """Topics, the push subscription (retry backoff, dead letter after N), the dead-letter pair."""
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
@@ -30,7 +30,10 @@ def ensure_pubsub(cfg: StackConfig) -> None:
     for topic in (jobs, dead):
         with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=topic)
-    retry = {"minimum_backoff": _duration(10), "maximum_backoff": _duration(600)}
+    retry = {
+        "minimum_backoff": _duration(cfg.min_backoff_seconds),
+        "maximum_backoff": _duration(cfg.max_backoff_seconds),
+    }
     subscriptions = [
         {
             "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),

@@ -58,14 +58,6 @@ async def dead_letter(request: Request) -> Response:
     store = runtime.store
     job = await asyncio.to_thread(store.fail_unless_done, message.job_id, error)
     if job is None:
-        orphan = Job(
-            job_id=message.job_id,
-            bucket=message.bucket,
-            name=message.name,
-            generation=message.generation,
-            state=JobState.FAILED,
-            error=error,
-        )
-        await asyncio.to_thread(store.create, orphan)
+        await asyncio.to_thread(store.create, Job.for_message(message, state=JobState.FAILED, error=error))
     log.warning("job dead-lettered", extra={"job_id": message.job_id, "delivery_attempt": attempts})
     return Response(status_code=204)
