@@ -30,10 +30,10 @@ $(STAMP): pyproject.toml ingest_function/requirements.txt
 
 venv: $(STAMP) ## create .venv with everything (idempotent)
 
-demo: $(STAMP) ## run the whole pipeline locally and print a verdict per sample tile
+demo: $(STAMP) console-build ## run the whole pipeline locally and print a verdict per sample tile
 	$(PY) -m healer.demo
 
-up: $(STAMP) ## start the local stack in the background (logs in .healer/logs)
+up: $(STAMP) console-build ## start the local stack in the background (logs in .healer/logs)
 	$(PY) -m healer.stack up
 
 down: ## stop exactly what `make up` started
