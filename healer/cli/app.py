@@ -81,4 +81,8 @@ Bucket = Annotated[
 Collection = Annotated[
     str | None, typer.Option("--collection", help="Firestore jobs collection (default: $JOBS_COLLECTION or jobs).")
 ]
+Database = Annotated[
+    str | None,
+    typer.Option("--database", help="Firestore database (default: $FIRESTORE_DATABASE or (default))."),
+]
 Topic = Annotated[str | None, typer.Option("--topic", help="Pub/Sub jobs topic (default: $JOBS_TOPIC or jobs).")]

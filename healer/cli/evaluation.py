@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from healer.cli.app import Bucket, Collection, Project, Topic, app, console
+from healer.cli.app import Bucket, Collection, Database, Project, Topic, app, console
 from healer.cli.errors import CliError
 from healer.cli.render import DISCLAIMER
 from healer_core.schema import Job
@@ -226,6 +226,7 @@ def eval_command(
     project: Project = None,
     bucket: Bucket = None,
     collection: Collection = None,
+    database: Database = None,
     topic: Topic = None,
 ) -> None:
     """Sensitivity, specificity, accuracy, AUROC and a ROC curve on a labelled set of images."""
@@ -235,7 +236,7 @@ def eval_command(
     from healer.evaluate import evaluate
 
     labels = read_labels(labels_csv)
-    clients = Clients(resolve(project, bucket, collection, topic))
+    clients = Clients(resolve(project, bucket, collection, topic, database=database))
     ids = _job_ids(
         labels, labels_csv.parent, prefix if prefix is not None else f"eval/{labels_csv.stem}", clients, workers
     )

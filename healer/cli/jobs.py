@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from healer.cli.app import Bucket, Collection, Project, app, console
+from healer.cli.app import Bucket, Collection, Database, Project, app, console
 from healer.cli.errors import CliError
 from healer.cli.render import DISCLAIMER, Format, add_job, job_table, limited, print_table, write_csv, write_json
 from healer.cli.settings import resolve
@@ -38,6 +38,7 @@ def submit(
     ] = False,
     project: Project = None,
     collection: Collection = None,
+    database: Database = None,
 ) -> None:
     """Upload images; each upload becomes one job. Prints the job id per file.
 
@@ -47,7 +48,7 @@ def submit(
     from healer.cli.clients import Clients
     from healer.cli.uploads import Uploader, collect, upload_all
 
-    settings = resolve(project, bucket, collection)
+    settings = resolve(project, bucket, collection, database=database)
     clients = Clients(settings)
     items = collect(paths, prefix)
     clients.bucket()
@@ -119,6 +120,7 @@ def results(
     project: Project = None,
     bucket: Bucket = None,
     collection: Collection = None,
+    database: Database = None,
 ) -> None:
     """The latest verdict of one object, or a listing (filtered by --since / --state), paginated."""
     from healer.cli.clients import Clients
@@ -126,7 +128,7 @@ def results(
 
     if obj is not None and (since or state):
         raise CliError("give an OBJECT or filters (--since, --state), not both")
-    settings = resolve(project, bucket, collection, need_bucket=False)
+    settings = resolve(project, bucket, collection, need_bucket=False, database=database)
     store = Clients(settings).store
     jobs: Any
     if obj is not None:
@@ -198,6 +200,7 @@ def watch(
     timeout: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).", min=0)] = 0,
     project: Project = None,
     collection: Collection = None,
+    database: Database = None,
 ) -> None:
     """A live view of jobs as they change (a Firestore listener)."""
     from google.cloud import firestore
@@ -206,7 +209,7 @@ def watch(
     from healer.cli.clients import Clients
     from healer.cli.when import parse_since
 
-    settings = resolve(project, None, collection, need_bucket=False)
+    settings = resolve(project, None, collection, need_bucket=False, database=database)
     store = Clients(settings).store
     view = _Watch(state)
     query = store.collection.where(filter=firestore.FieldFilter("updated_at", ">=", parse_since(since)))

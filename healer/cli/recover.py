@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from healer.cli.app import Bucket, Collection, Project, Topic, app, console
+from healer.cli.app import Bucket, Collection, Database, Project, Topic, app, console
 from healer.cli.errors import CliError
 from healer.cli.render import state_cell
 from healer_core.schema import Job, JobMessage, JobState
@@ -91,6 +91,7 @@ def requeue(
     older_than: Annotated[str, typer.Option(help="With --stuck: queued for at least this long.")] = "15m",
     project: Project = None,
     collection: Collection = None,
+    database: Database = None,
     topic: Topic = None,
 ) -> None:
     """Run jobs again after a fix: back to queued, message republished. A done job is never rerun."""
@@ -100,7 +101,7 @@ def requeue(
 
     if sum(bool(x) for x in (job_ids, failed, stuck)) != 1:
         raise CliError("name job ids, or give --failed, or --stuck (one of them)", exit_code=2)
-    clients = Clients(resolve(project, None, collection, topic, need_bucket=False))
+    clients = Clients(resolve(project, None, collection, topic, need_bucket=False, database=database))
     if job_ids:
         plan = [(j, False, True) for j in job_ids]
     elif failed:
@@ -144,6 +145,7 @@ def dead_letters(
     limit: Annotated[int, typer.Option(help="At most this many messages.", min=1)] = 1000,
     project: Project = None,
     collection: Collection = None,
+    database: Database = None,
     topic: Topic = None,
 ) -> None:
     """List the dead letters retained by the pull subscription; --replay runs their jobs again.
@@ -157,7 +159,7 @@ def dead_letters(
     from healer.cli.clients import Clients
     from healer.cli.settings import resolve
 
-    settings = resolve(project, None, collection, topic, need_bucket=False)
+    settings = resolve(project, None, collection, topic, need_bucket=False, database=database)
     clients = Clients(settings)
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(settings.project, settings.dead_letter_subscription)
@@ -223,6 +225,7 @@ def reconcile(
     project: Project = None,
     bucket: Bucket = None,
     collection: Collection = None,
+    database: Database = None,
     topic: Topic = None,
 ) -> None:
     """Ingest every object in the bucket that has no job (a lost event). Idempotent."""
@@ -234,7 +237,7 @@ def reconcile(
     from healer_ingest.reconcile import list_objects
     from healer_ingest.reconcile import reconcile as run_reconcile
 
-    settings = resolve(project, bucket, collection, topic)
+    settings = resolve(project, bucket, collection, topic, database=database)
     clients = Clients(settings)
     clients.bucket()
     ingest = IngestSettings()

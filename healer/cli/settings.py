@@ -86,6 +86,7 @@ def resolve(
     collection: str | None = None,
     topic: str | None = None,
     *,
+    database: str | None = None,
     need_bucket: bool = True,
     check_reachable: bool = True,
 ) -> Settings:
@@ -113,7 +114,7 @@ def resolve(
         bucket=bucket,
         collection=collection or os.environ.get("JOBS_COLLECTION") or "jobs",
         topic=topic or os.environ.get("JOBS_TOPIC") or "jobs",
-        database=os.environ.get("FIRESTORE_DATABASE") or "(default)",
+        database=database or os.environ.get("FIRESTORE_DATABASE") or "(default)",
         env_file=env_file,
         emulators=emulators,
     )
