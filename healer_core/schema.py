@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     ENGINE_ERROR = "engine_error"
     DOWNLOAD_FAILED = "download_failed"
+    BUSY = "busy"
 
 
 ERROR_DESCRIPTIONS: dict[str, str] = {
@@ -60,6 +61,7 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     ErrorCode.DEAD_LETTERED: "Processing failed repeatedly; the message went to the dead-letter topic.",
     ErrorCode.ENGINE_ERROR: "The model failed on this image.",
     ErrorCode.DOWNLOAD_FAILED: "The image could not be downloaded.",
+    ErrorCode.BUSY: "The service was busy; the job will be retried.",
 }
 
 

@@ -120,7 +120,7 @@ async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
         error = JobError(code=ErrorCode.OBJECT_GONE, message="The uploaded generation no longer exists.")
         return await _fail(deps, job_id, token, error)
     except Busy:
-        await _release(deps, job_id, token, JobError(code="busy", message="Service busy.", retryable=True))
+        await _release(deps, job_id, token, JobError(code=ErrorCode.BUSY, message="Service busy.", retryable=True))
         return Outcome.BUSY
     except TransientError as exc:
         await _release(deps, job_id, token, exc.as_job_error())
