@@ -1,4 +1,4 @@
-"""Fakes written here (no MagicMock): a deterministic, thread-safe Engine that records its calls."""
+"""Fakes written here, not mock objects: a deterministic, thread-safe Engine that records its calls."""
 
 from __future__ import annotations
 
