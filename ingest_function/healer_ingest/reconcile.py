@@ -81,8 +81,7 @@ def reconcile(
                 and job.created_at is not None
                 and job.created_at < cutoff
             ):
-                message_id = publisher.publish(JobMessage.for_object(obj.bucket, obj.name, obj.generation))
-                store.mark_published(job_id, message_id)
+                _republish(store, publisher, job)
                 counts[str(Outcome.REPUBLISHED)] += 1
             else:
                 counts["ok"] += 1
