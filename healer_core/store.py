@@ -133,6 +133,41 @@ class JobStore:
                 return
             last = snaps[-1]
 
+    def newest(self, state: JobState | None = None, limit: int = 2000) -> Iterator[Job]:
+        """The most recently created jobs first (optionally one state), at most `limit`.
+
+        Uses the (state, created_at desc) composite index when `state` is given.
+        """
+        query: Any = self.collection
+        if state is not None:
+            query = query.where(filter=firestore.FieldFilter("state", "==", str(state)))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
+        for snap in query.stream():
+            yield Job.from_doc(snap.to_dict())
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (aggregation queries: no documents are read)."""
+        counts: dict[str, int] = {}
+        for state in JobState:
+            query: Any = self.collection.where(filter=firestore.FieldFilter("state", "==", str(state)))
+            result = query.count(alias="n").get()
+            counts[str(state)] = int(result[0][0].value) if result and result[0] else 0
+        return counts
+
+    def query_updated_since(self, since: datetime) -> Any:
+        """A query for jobs updated at or after `since` (callers attach `on_snapshot` listeners)."""
+        return self.collection.where(filter=firestore.FieldFilter("updated_at", ">=", since))
+
+    def queries_for_ids(self, job_ids: list[str], chunk: int = 30) -> list[Any]:
+        """Queries covering `job_ids` (Firestore's `in` takes at most 30 values), for listeners."""
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        queries = []
+        for i in range(0, len(job_ids), chunk):
+            refs = [self._ref(j) for j in job_ids[i : i + chunk]]
+            queries.append(self.collection.where(filter=firestore.FieldFilter(FieldPath.document_id(), "in", refs)))
+        return queries
+
     # ---- ingest -----------------------------------------------------------------------------
 
     def create(self, job: Job) -> tuple[bool, Job]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from google.cloud import firestore
 from pydantic import BaseModel, Field
 
 from healer_core.schema import ERROR_DESCRIPTIONS, Job, JobState
@@ -126,17 +125,12 @@ def list_jobs(
     with_counts: bool = True,
 ) -> JobPage:
     """Newest jobs first, filtered by state and answer, searched by object-name substring."""
-    query: Any = store.collection
-    if state is not None:
-        query = query.where(filter=firestore.FieldFilter("state", "==", str(state)))
-    query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(scan_limit)
     items: list[JobSummary] = []
     matched = 0
     scanned = 0
     has_more = False
-    for snap in query.stream():
+    for job in store.newest(state, scan_limit):
         scanned += 1
-        job = Job.from_doc(snap.to_dict())
         if not _matches(job, answer, search):
             continue
         if matched >= offset + limit:
@@ -152,15 +146,5 @@ def list_jobs(
         next_offset=offset + limit if has_more else None,
         scanned=scanned,
         scan_limited=scanned >= scan_limit and not has_more,
-        counts=count_by_state(store) if with_counts else None,
+        counts=store.count_by_state() if with_counts else None,
     )
-
-
-def count_by_state(store: JobStore) -> dict[str, int]:
-    """How many jobs are in each state (Firestore aggregation queries: no documents read)."""
-    counts: dict[str, int] = {}
-    for state in JobState:
-        query: Any = store.collection.where(filter=firestore.FieldFilter("state", "==", str(state)))
-        result = query.count(alias="n").get()
-        counts[str(state)] = int(result[0][0].value) if result and result[0] else 0
-    return counts

@@ -42,13 +42,7 @@ class JobFollower:
 
     def start(self) -> JobFollower:
         """Open the listeners and read what already exists."""
-        from google.cloud import firestore
-        from google.cloud.firestore_v1.field_path import FieldPath
-
-        col = self.store.collection
-        for i in range(0, len(self.job_ids), IN_LIMIT):
-            refs = [col.document(j) for j in self.job_ids[i : i + IN_LIMIT]]
-            query = col.where(filter=firestore.FieldFilter(FieldPath.document_id(), "in", refs))
+        for query in self.store.queries_for_ids(self.job_ids, IN_LIMIT):
             self._watches.append(query.on_snapshot(self._on_snapshot))
         self.resync()
         return self

@@ -203,7 +203,6 @@ def watch(
     database: Database = None,
 ) -> None:
     """A live view of jobs as they change (a Firestore listener)."""
-    from google.cloud import firestore
     from rich.live import Live
 
     from healer.cli.clients import Clients
@@ -212,7 +211,7 @@ def watch(
     settings = resolve(project, None, collection, need_bucket=False, database=database)
     store = Clients(settings).store
     view = _Watch(state)
-    query = store.collection.where(filter=firestore.FieldFilter("updated_at", ">=", parse_since(since)))
+    query = store.query_updated_since(parse_since(since))
     title = f"Jobs in {settings.collection}, live ({DISCLAIMER})"
     handle = query.on_snapshot(view.on_snapshot)
     deadline = time.monotonic() + timeout if timeout else float("inf")
