@@ -81,7 +81,8 @@ def render(jobs: dict[str, str], results: dict[str, Job]) -> Table:
             v = job.verdict
             colour = {"yes": "red", "no": "green"}.get(v.answer, "yellow")
             p = f"{v.p_yes:.3f}" if v.p_yes is not None else "—"
-            table.add_row(name, f"[{colour}]{v.answer}[/{colour}]", p, v.explanation, seconds)
+            explanation = v.explanation if len(v.explanation) <= 160 else v.explanation[:159] + "…"
+            table.add_row(name, f"[{colour}]{v.answer}[/{colour}]", p, explanation, seconds)
         elif job.error:
             table.add_row(name, f"[red]{job.state}[/red]", "", f"{job.error.code}: {job.error.message}", seconds)
         else:
