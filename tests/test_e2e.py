@@ -106,24 +106,33 @@ def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, 
     assert all(j["state"] == "done" for j in jobs)
 
 
-def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_paths, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The Google Cloud CLI, configured only by the variables in `.healer/local.env`."""
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_paths, tmp_path, size) -> None:  # type: ignore[no-untyped-def]
+    """The Google Cloud CLI, configured only by the variables in `.healer/local.env`: a small file
+    (multipart upload) and a 12 MB one (resumable upload, gcloud's path for files over 8 MiB)."""
+    import json
     import os
     import shutil
     import subprocess
 
+    from PIL import Image
+
     if shutil.which("gcloud") is None:
         pytest.skip("the Google Cloud CLI is not installed")
-    env = os.environ | stack_cfg.client_env() | stack_cfg.gcloud_env() | {"CLOUDSDK_CONFIG": str(tmp_path)}
-    target = f"gs://{stack_cfg.bucket}/gcloud/{sample_paths[0].name}"
-    subprocess.run(["gcloud", "storage", "cp", str(sample_paths[0]), target], env=env, check=True, timeout=120)
+    source = sample_paths[0]
+    if size == "large":
+        source = tmp_path / "large-tile.tif"
+        Image.open(sample_paths[0]).convert("RGB").resize((2000, 2000)).save(source)  # uncompressed: 12 MB
+    env = os.environ | stack_cfg.client_env() | stack_cfg.gcloud_env() | {"CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    name = f"gcloud/{size}-{source.name}"
+    target = f"gs://{stack_cfg.bucket}/{name}"
+    subprocess.run(["gcloud", "storage", "cp", str(source), target], env=env, check=True, timeout=180)
     listing = subprocess.run(
         ["gcloud", "storage", "ls", "--json", target], env=env, check=True, timeout=60, capture_output=True, text=True
     )
-    import json
-
-    generation = int(json.loads(listing.stdout)[0]["metadata"]["generation"])
-    job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, f"gcloud/{sample_paths[0].name}", generation)
+    metadata = json.loads(listing.stdout)[0]["metadata"]
+    assert int(metadata["size"]) == source.stat().st_size
+    job = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, name, int(metadata["generation"]))
     assert job["state"] == "done" and job["verdict"]["answer"] in ("yes", "no", "indeterminate")
 
 

@@ -1,9 +1,13 @@
-"""gcp-storage-emulator, with one fix so the Google Cloud CLI can upload to it.
+"""gcp-storage-emulator, with two fixes so the Google Cloud CLI can upload to it.
 
-`gcloud storage cp` sends multipart uploads with a single-quoted MIME boundary
-(`boundary='===…=='`), which the emulator's parser (Python's email package) does not unquote,
-so every gcloud upload failed with a 500. We normalise the quoting before the emulator parses
-the body; everything else is the emulator, unchanged. Run: `python -m healer.stack.storage_emulator start …`
+- `gcloud storage cp` sends multipart uploads with a single-quoted MIME boundary
+  (`boundary='===…=='`), which the emulator's parser (Python's email package) does not unquote,
+  so small gcloud uploads failed with a 500: the quoting is normalised before parsing.
+- Large files go through resumable uploads at `/resumable/upload/storage/v1/…`, a path the JSON
+  API accepts as an alias of `/upload/storage/v1/…` but the emulator does not route (501): the
+  alias is rewritten.
+
+Everything else is the emulator, unchanged. Run: `python -m healer.stack.storage_emulator start …`
 (the same arguments as `gcp-storage-emulator`).
 """
 
@@ -30,6 +34,18 @@ def _read_data_with_quoted_boundary(request_handler: Any, query: Any) -> Any:
 
 
 server._read_data = _read_data_with_quoted_boundary
+
+_parse_request = server.RequestHandler.parse_request
+
+
+def _parse_request_with_resumable_alias(self: Any) -> bool:
+    ok: bool = _parse_request(self)
+    if ok and self.path.startswith("/resumable/upload/"):
+        self.path = self.path.removeprefix("/resumable")
+    return ok
+
+
+server.RequestHandler.parse_request = _parse_request_with_resumable_alias  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(emulator_main())
