@@ -1,9 +1,11 @@
-"""Micro-batching: concurrent requests share one padded forward pass.
+"""Micro-batching: concurrent requests share one forward pass.
 
-Callers `await batcher.submit(image, explain)`. A single collector task takes the oldest waiting
-request, gathers others with the same `explain` flag for up to `window_ms` (or until
-`max_batch_size`), and runs them as ONE `engine.predict` call in the batcher's own worker thread,
-so the event loop keeps accepting requests meanwhile (those form the next batch).
+Callers `await batcher.submit(item, explain)`, where an item is a PIL image or what the engine's
+`prepare` made of one (the service prepares in request threads, off the engine's thread). A single
+collector task takes the oldest waiting request, gathers others with the same `explain` flag for up
+to `window_ms` (or until `max_batch_size`), and runs them as ONE `engine.predict` call in the
+batcher's own worker thread, so the event loop keeps accepting requests meanwhile (those form the
+next batch, and are preprocessed while this one runs).
 
 Errors, drawn once:
 
@@ -60,7 +62,7 @@ class BatchedResult:
 
 @dataclass
 class _Request:
-    image: Image
+    item: Image | object  # a PIL image or what engine.prepare() returned
     explain: bool
     future: asyncio.Future[BatchedResult]
     enqueued: float = field(default_factory=time.perf_counter)
@@ -132,8 +134,8 @@ class MicroBatcher:
         self._task = None
         self._executor = None
 
-    async def submit(self, image: Image, explain: bool) -> BatchedResult:
-        """Queue one image and wait for its verdict.
+    async def submit(self, item: Image | object, explain: bool) -> BatchedResult:
+        """Queue one image (PIL, or prepared by the engine) and wait for its verdict.
 
         Raises BatcherFull when `max_queue` requests are already waiting, BatcherStopped when not
         running, or whatever the engine raised for this image.
@@ -142,7 +144,7 @@ class MicroBatcher:
             raise BatcherStopped("the batcher is not running")
         if len(self._waiting) >= self.max_queue:
             raise BatcherFull(f"{len(self._waiting)} requests already waiting (MAX_QUEUE={self.max_queue})")
-        request = _Request(image, explain, asyncio.get_running_loop().create_future())
+        request = _Request(item, explain, asyncio.get_running_loop().create_future())
         self._waiting.append(request)
         self._wakeup.set()
         return await request.future
@@ -206,7 +208,7 @@ class MicroBatcher:
         explain = batch[0].explain
         try:
             self.batches_run += 1
-            results = await self._predict([r.image for r in batch], explain)
+            results = await self._predict([r.item for r in batch], explain)
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -228,17 +230,17 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                (result,) = await self._predict([request.image], request.explain)
+                (result,) = await self._predict([request.item], request.explain)
             except Exception as exc:
                 _fail(request, exc)
             else:
                 _resolve(request, result, started, 1)
 
-    async def _predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
+    async def _predict(self, items: Sequence[Image | object], explain: bool) -> list[EngineResult]:
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, self.engine.predict, images, explain)
-        if len(results) != len(images):
-            raise RuntimeError(f"engine returned {len(results)} results for {len(images)} images")
+        results = await loop.run_in_executor(self._executor, self.engine.predict, items, explain)
+        if len(results) != len(items):
+            raise RuntimeError(f"engine returned {len(results)} results for {len(items)} images")
         return results
 
 

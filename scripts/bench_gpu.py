@@ -9,15 +9,21 @@ and a 319-token prompt (256 image tokens), as in the issue's reference table. In
   verdict Healer's engine: one forward pass, `logits_to_keep=1`, p_yes (batch 1, 8, 32, 64)
   explain Healer's engine with an explanation: greedy generate, exactly 32 new tokens (worst case)
 
+  service the service's own engine object (`TransformersEngine`, the processor at 896 px, 256 image
+          tokens) on 1024 px PIL images: preprocessing inside the batch vs prepared in request
+          threads while the previous batch runs (as `Inference.run` + `MicroBatcher` do)
+
 It prints images/s, p50/p95 latency per batch, peak GPU memory, the ratio to the seed's path, and
 the time per stage (vision tower vs language prefill; CPU preprocessing at 896 px).
-`--dry-run` builds a tiny config on CPU and runs one step of each path (tested in CI).
+`--dry-run` builds a tiny config on CPU and runs one step of each path (tested in CI);
+`--device cpu` runs the real shapes on the CPU in bf16 (minutes per batch: the documented CPU path).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -157,15 +163,19 @@ def _sync(device: str) -> None:
 
 @dataclass
 class Row:
-    """One benchmark line."""
+    """One benchmark line: per-call latencies of `batch` images, or (throughput set) a stream's
+    per-image latencies and its measured images/s."""
 
     path: str
     batch: int
     latencies_s: list[float]
     peak_gb: float | None
+    throughput: float | None = None
 
     @property
     def images_per_s(self) -> float:
+        if self.throughput is not None:
+            return self.throughput
         return self.batch / statistics.mean(self.latencies_s)
 
     def pct(self, q: float) -> float:
@@ -248,6 +258,78 @@ def stage_times(model: Any, s: Shapes, batch: int, device: str, dtype: torch.dty
         print(f"  stage: CPU preprocessing not measured ({type(exc).__name__}: {exc})")
 
 
+def bench_engine(model: Any, s: Shapes, device: str, dtype: torch.dtype) -> Any:
+    """The service's TransformersEngine over `model`, with a Gemma 3 processor at these shapes.
+
+    The processor's tokenizer is the tiny checkpoint's (MedGemma's cannot be downloaded here), so
+    the model is told that tokenizer's image-token id; the prompt is the engine's own.
+    """
+    from inference_service.engine.base import ModelInfo
+    from inference_service.engine.medgemma import TransformersEngine
+    from inference_service.engine.prompt import PROMPT_VERSION
+    from inference_service.engine.tiny import build_processor
+
+    processor = build_processor(image_size=s.image_size, image_seq_length=s.image_tokens)
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    info = ModelInfo("bench/random-medgemma-shapes", "", "none", PROMPT_VERSION, device, str(dtype).split(".")[-1])
+    return TransformersEngine(model, processor, info)
+
+
+def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) -> list[Row]:
+    """Healer's engine on PIL images, preprocessing included: inline (inside the batch, serial)
+    vs prepared in threads while the previous batch runs (the service's path), at one batch size."""
+    import asyncio
+
+    import numpy as np
+    from PIL import Image
+
+    from inference_service.batcher import MicroBatcher
+
+    batch = args.service_batch
+    rng = np.random.default_rng(1)
+    side = 1024 if s.image_size > 100 else 2 * s.image_size
+    images = [Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)) for _ in range(batch)]
+    tokens = int(engine._text_row["input_ids"].shape[1]) if engine._text_row else -1
+    kind = type(engine._processor.image_processor).__name__
+    print(f"  service: prompt {tokens} tokens (the engine's prompt), {side} px images, {kind}", flush=True)
+    rows = [
+        measure("service b=1, prep inline", 1, lambda: engine.predict(images[:1], False), device, args.iters),
+        measure(f"service b={batch}, prep inline", batch, lambda: engine.predict(images, False), device,
+                max(2, args.iters // 2)),
+    ]  # fmt: skip
+
+    async def stream(count: int) -> tuple[float, list[float]]:
+        # What Inference.run does per request (prepare in a worker thread, then queue), with all
+        # `count` requests arriving at once; MicroBatcher gathers up to `batch` per forward pass.
+        batcher = MicroBatcher(engine, max_batch_size=batch, window_ms=20, max_queue=count)
+        await batcher.start()
+
+        async def one(image: Any) -> float:
+            start = time.perf_counter()
+            item = await asyncio.to_thread(engine.prepare, image)
+            await batcher.submit(item, False)
+            return time.perf_counter() - start
+
+        start = time.perf_counter()
+        latencies = await asyncio.gather(*(one(images[i % batch]) for i in range(count)))
+        elapsed = time.perf_counter() - start
+        await batcher.stop()
+        return count / elapsed, list(latencies)
+
+    count = batch * args.service_rounds
+    asyncio.run(stream(min(count, batch)))  # warm the threads and shapes
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rate, latencies = asyncio.run(stream(count))
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    row = Row(f"service {count} imgs, prep threaded", batch, latencies, peak, throughput=rate)
+    print(f"  {row.path:<28} b<={batch:<3} {rate:7.2f} img/s  per-image p50 {row.pct(0.5):9.1f} ms  "
+          f"p95 {row.pct(0.95):9.1f} ms", flush=True)  # fmt: skip
+    rows.append(row)
+    return rows
+
+
 def seed_row(model: Any, s: Shapes, args: argparse.Namespace, device: str) -> Row | None:
     """The seed's path: the same weights reloaded with load_in_8bit=True, batch 1, 100 new tokens."""
     if device != "cuda":
@@ -288,17 +370,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--seed-iters", type=int, default=3)
     parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument("--service-batch", type=int, default=32, help="batch size of the service rows")
+    parser.add_argument("--service-rounds", type=int, default=4, help="the service stream is this many batches")
+    parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu: MedGemma shapes on the CPU in bf16 (slow; the CPU path's numbers)")  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.dry_run:
         shapes, device, dtype = TINY, "cpu", torch.float32
         args.batch_sizes, args.explain_batch_sizes, args.iters, args.seed_iters = [1, 2], [1, 2], 1, 1
+        args.service_batch, args.service_rounds = 2, 2
+    elif args.device == "cpu":
+        shapes, device, dtype = MEDGEMMA_4B, "cpu", torch.bfloat16
+        threads = torch.get_num_threads()
+        print(f"# CPU: {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)", flush=True)
     else:
         if not torch.cuda.is_available():
-            print("bench-gpu needs a CUDA GPU (use --dry-run to rehearse on CPU)")
+            print("bench-gpu needs a CUDA GPU (use --dry-run to rehearse on CPU, --device cpu for CPU numbers)")
             return 2
         shapes, device, dtype = MEDGEMMA_4B, "cuda", torch.bfloat16
-        print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+        print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
     import transformers
 
     print(f"# transformers {transformers.__version__}; SDPA; prompt {shapes.prompt_tokens} tokens, "
@@ -311,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = engine_rows(model, shapes, args, device, dtype)
     stage_times(model, shapes, max(args.batch_sizes[:3]), device, dtype, args.iters)
+    if not args.skip_service:
+        try:
+            rows += service_rows(bench_engine(model, shapes, device, dtype), shapes, args, device)
+        except Exception as exc:  # the seed's row and the table must still come out
+            print(f"  service rows not measured ({type(exc).__name__}: {exc})", flush=True)
     seed = None if args.skip_seed else seed_row(model, shapes, args, device)
     del model
     gc.collect()

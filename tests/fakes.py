@@ -43,7 +43,8 @@ class FakeEngine:
     - `fail_on`: predicate on an image; a batch containing such an image raises FakeEngineError,
       as a real batch fails as a whole;
     - `explanation`: template for explanations ({width}, {height}); "" makes them empty;
-    - `calls`: every predict() call, in order (guarded by a lock).
+    - `calls`: every predict() call, in order (guarded by a lock);
+    - `prepared`: every prepare() call (its thread and start time).
     """
 
     p_yes: Callable[[Image], float] = image_p_yes
@@ -58,7 +59,14 @@ class FakeEngine:
         )
     )
     calls: list[FakeCall] = field(default_factory=list)
+    prepared: list[FakeCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def prepare(self, image: Image) -> Image:
+        """The image itself (a fake needs no preprocessing); recorded like a batch of one."""
+        with self._lock:
+            self.prepared.append(FakeCall(1, False, threading.current_thread().name, time.perf_counter()))
+        return image
 
     def predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
         """One result per image; raises FakeEngineError if any image matches `fail_on`."""

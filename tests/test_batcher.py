@@ -8,6 +8,8 @@ import pytest
 from PIL import Image
 
 from inference_service.batcher import BatchedResult, BatcherFull, BatcherStopped, MicroBatcher
+from inference_service.errors import Busy
+from inference_service.inference import Inference
 from tests.fakes import FakeEngine, FakeEngineError, image_p_yes
 
 pytestmark = pytest.mark.timeout(30)
@@ -169,3 +171,46 @@ def test_cancelled_caller_costs_no_inference() -> None:
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(FakeEngine(), max_batch_size=0)
+
+
+def test_inference_prepares_the_next_image_while_a_batch_runs() -> None:
+    async def main() -> FakeEngine:
+        engine = FakeEngine(delay_s=1.0)
+        batcher = MicroBatcher(engine, max_batch_size=4, window_ms=0)
+        inference = Inference(engine, batcher)
+        await batcher.start()
+        first = asyncio.create_task(inference.run(_image(0), False))
+        await asyncio.sleep(0.1)  # the first image's batch is on the engine now
+        second = await inference.run(_image(1), False)
+        assert (await first)[0].p_yes == image_p_yes(_image(0))
+        assert second[0].p_yes == image_p_yes(_image(1))
+        await batcher.stop()
+        return engine
+
+    engine = run(main())
+    assert engine.batch_sizes == [1, 1]
+    first_batch = engine.calls[0]
+    second_prepare = engine.prepared[1]
+    # Preprocessing of image 1 ran during image 0's batch, on neither the engine nor the loop thread.
+    assert first_batch.started < second_prepare.started < first_batch.started + 1.0
+    assert all(not c.thread.startswith(("engine", "MainThread")) for c in engine.prepared)
+
+
+def test_inference_refuses_before_preprocessing_when_full() -> None:
+    async def main() -> FakeEngine:
+        engine = FakeEngine(delay_s=0.5)
+        batcher = MicroBatcher(engine, max_batch_size=1, window_ms=0, max_queue=1)
+        inference = Inference(engine, batcher)
+        await batcher.start()
+        running = asyncio.create_task(inference.run(_image(0), False))
+        await asyncio.sleep(0.1)
+        queued = asyncio.create_task(inference.run(_image(1), False))
+        await asyncio.sleep(0.1)
+        with pytest.raises(Busy):
+            await inference.run(_image(2), False)
+        await asyncio.gather(running, queued)
+        await batcher.stop()
+        return engine
+
+    engine = run(main())
+    assert len(engine.prepared) == 2  # the refused image cost no preprocessing

@@ -28,6 +28,9 @@ def test_bench_gpu_dry_run_builds_and_steps_every_path(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "healer verdict " in out and "healer verdict+explain(32)" in out
     assert "seed path skipped" in out  # no CUDA here
+    # The service rows ran the real engine object on PIL images (not guarded into a skip line).
+    assert "service rows not measured" not in out
+    assert "service b=2, prep inline" in out and "service 4 imgs, prep threaded" in out
 
 
 def test_bench_gpu_shapes_match_medgemma_4b() -> None:

@@ -89,6 +89,41 @@ def test_batched_equals_single(engine: TransformersEngine, images: list[Image.Im
         assert together.answer == alone.answer
 
 
+def test_prepared_images_give_what_the_whole_processor_gives(
+    engine: TransformersEngine, images: list[Image.Image]
+) -> None:
+    import torch
+
+    from inference_service.engine.medgemma import p_yes_from_logits, verdict_logits
+
+    # Reference: the processor over the whole batch, text and images together (no cached prompt).
+    processor = engine._processor
+    batch = processor(
+        text=[engine._prompt] * len(images),
+        images=[[im.convert("RGB")] for im in images],
+        return_tensors="pt",
+        padding=True,
+    )
+    with torch.inference_mode():
+        reference = p_yes_from_logits(verdict_logits(engine._model, dict(batch)), engine._yes_ids, engine._no_ids)
+    prepared = [engine.prepare(im) for im in images]
+    mixed = [im if i % 2 else prepared[i] for i, im in enumerate(images)]  # raw and prepared together
+    for items in (prepared, mixed):
+        got = [r.p_yes for r in engine.predict(items, explain=False)]
+        assert got == pytest.approx(reference, abs=1e-5)
+
+
+def test_pan_and_scan_processors_take_the_whole_processor_path(tiny_model_dir: Path, images: list[Image.Image]) -> None:
+    engine = load_engine(Settings(model_dir=str(tiny_model_dir), device="cpu"))
+    assert isinstance(engine, TransformersEngine)
+    fixed = [r.p_yes for r in engine.predict(images, explain=False)]
+    engine._processor.image_processor.do_pan_and_scan = True
+    scanning = TransformersEngine(engine._model, engine._processor, engine.info)
+    assert scanning.prepare(images[2]).mode == "RGB"  # only converted; the batch is processed whole
+    # These images are too small to be cropped, so both paths must agree.
+    assert [r.p_yes for r in scanning.predict(images, explain=False)] == pytest.approx(fixed, abs=1e-5)
+
+
 def test_explain_gives_one_sentence_and_the_same_p_yes(engine: TransformersEngine, images: list[Image.Image]) -> None:
     plain = engine.predict(images[:3], explain=False)
     explained = engine.predict(images[:3], explain=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from PIL.Image import Image
 
@@ -35,11 +35,20 @@ class EngineResult:
 
 @runtime_checkable
 class Engine(Protocol):
-    """A loaded model that turns RGB images into verdicts, one padded batch at a time."""
+    """A loaded model that turns images into verdicts, one batch at a time.
+
+    Work is split so the CPU part of one request overlaps the model's work on the previous batch:
+    `prepare` (decode-side preprocessing of one image; thread-safe, any number at once) and
+    `predict` (one batch through the model; serialised by the engine).
+    """
 
     @property
     def info(self) -> ModelInfo: ...
 
-    def predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
-        """Return one result per image, in order. Blocking; called from a worker thread."""
+    def prepare(self, image: Image) -> Any:
+        """CPU preprocessing of one image into what `predict` takes. Blocking; any thread."""
+        ...
+
+    def predict(self, images: Sequence[Any], explain: bool) -> list[EngineResult]:
+        """One result per item (PIL images or `prepare` results), in order. Blocking; worker thread."""
         ...

@@ -1,9 +1,15 @@
 """MedGemma (or any Gemma 3 image-text checkpoint) through transformers, as an `Engine`.
 
-Verdict = ONE forward pass over a left-padded batch: p_yes is the softmax over the Yes/No answer
-tokens' logits at the last prompt position (`logits_to_keep=1`, so the 262k-wide vocabulary
-projection runs for one position only). With `explain`, one greedy `generate` call gives both:
-its first step's logits are that same prefill's, and its text is the explanation.
+Verdict = ONE forward pass over a batch: p_yes is the softmax over the Yes/No answer tokens'
+logits at the last prompt position (`logits_to_keep=1`, so the 262k-wide vocabulary projection runs
+for one position only). With `explain`, one greedy `generate` call gives both: its first step's
+logits are that same prefill's, and its text is the explanation.
+
+Preprocessing is split from the model: `prepare(image)` resizes and normalises one image on the CPU
+(thread-safe, no lock), so the service runs it in request threads while the previous batch is on
+the GPU; `predict` then only stacks pixels and runs the model. Every row has the same prompt and,
+with one crop per image (MedGemma's processor: no pan-and-scan), the same tokens, so the tokenized
+prompt is computed once at load and repeated per batch.
 
 torch and transformers are imported here, so only the loader (inside the app's lifespan) may
 import this module.
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image as PILImage
 from PIL.Image import Image
 
 from inference_service.engine.base import EngineResult, ModelInfo
@@ -119,8 +126,18 @@ def p_yes_from_logits(logits: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequ
     return torch.sigmoid(yes - no).tolist()
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image after the processor's CPU work: pixel_values (1, 3, H, W) in the compute dtype."""
+
+    pixel_values: torch.Tensor
+
+
 class TransformersEngine:
-    """An `Engine` over a Gemma 3 image-text model and its processor. Thread-safe (one batch at a time)."""
+    """An `Engine` over a Gemma 3 image-text model and its processor.
+
+    `prepare` may run in any number of threads at once; `predict` runs one batch at a time.
+    """
 
     def __init__(
         self,
@@ -153,6 +170,13 @@ class TransformersEngine:
             add_generation_prompt=True,
             tokenize=False,
         )
+        # Pan-and-scan gives each image its own number of crops (and so its own tokens): then every
+        # batch goes through the whole processor. Otherwise the prompt's tokens are fixed.
+        self._fixed_tokens = not getattr(processor.image_processor, "do_pan_and_scan", False)
+        self._text_row: dict[str, torch.Tensor] = {}
+        if self._fixed_tokens:
+            row = processor(text=[self._prompt], images=[[PILImage.new("RGB", (8, 8))]], return_tensors="pt")
+            self._text_row = {k: v for k, v in row.items() if k not in ("pixel_values", "num_crops")}
 
     @classmethod
     def load(
@@ -204,13 +228,29 @@ class TransformersEngine:
         """Provenance stored with every verdict."""
         return self._info
 
-    def predict(self, images: Sequence[Image], explain: bool) -> list[EngineResult]:
-        """One padded batch: verdicts (and, with `explain`, one-sentence explanations), in order."""
+    def prepare(self, image: Image) -> PreparedImage | Image:
+        """The processor's CPU work for one image (RGB, resize, rescale, normalise). Thread-safe.
+
+        With pan-and-scan on, the image is only converted to RGB; `predict` processes the batch.
+        """
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        if not self._fixed_tokens:
+            return rgb
+        pixels = self._processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"]
+        if pixels.shape[0] != 1:
+            raise EngineConfigError(f"expected one crop per image, the image processor made {pixels.shape[0]}")
+        return PreparedImage(pixels.to(self._dtype))
+
+    def predict(self, images: Sequence[PreparedImage | Image], explain: bool) -> list[EngineResult]:
+        """One batch: verdicts (and, with `explain`, one-sentence explanations), in order.
+
+        Items are PIL images or what `prepare` returned; raw images are prepared here, in the batch.
+        """
         if not images:
             return []
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
-            inputs = self._encode(images)
+            inputs = self._encode([im if isinstance(im, PreparedImage) else self.prepare(im) for im in images])
             texts: list[str | None] = [None] * len(images)
             if explain:
                 logits, generated = self._generate(inputs)
@@ -233,14 +273,21 @@ class TransformersEngine:
             )
         return results
 
-    def _encode(self, images: Sequence[Image]) -> dict[str, torch.Tensor]:
-        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+    def _encode(self, items: Sequence[PreparedImage | Image]) -> dict[str, torch.Tensor]:
+        if self._fixed_tokens:
+            pixels = torch.cat([item.pixel_values for item in items if isinstance(item, PreparedImage)])
+            if pixels.shape[0] != len(items):
+                raise TypeError("predict() takes PIL images or what this engine's prepare() returned")
+            inputs = {k: v.repeat(len(items), 1).to(self._device) for k, v in self._text_row.items()}
+            inputs["pixel_values"] = pixels.to(self._device, non_blocking=True)
+            return inputs
         batch = self._processor(
-            text=[self._prompt] * len(rgb),
-            images=[[im] for im in rgb],
+            text=[self._prompt] * len(items),
+            images=[[item] for item in items],
             return_tensors="pt",
             padding=True,
         )
+        batch.pop("num_crops", None)
         inputs = {k: v.to(self._device) for k, v in batch.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
         return inputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inference_service.engine.manifest import write_manifest
 
@@ -155,28 +155,36 @@ def _config(tokenizer: PreTrainedTokenizerBase):  # -> Gemma3Config
     )
 
 
+def build_processor(image_size: int = TINY_IMAGE_SIZE, image_seq_length: int = TINY_IMAGE_SEQ_LENGTH) -> Any:
+    """A `Gemma3Processor` (the tiny tokenizer, Gemma 3's image processor at `image_size` px, the
+    chat template). `make bench-gpu` uses it at MedGemma's 896 px / 256 image tokens."""
+    from transformers import Gemma3ImageProcessor, Gemma3Processor
+
+    image_processor = Gemma3ImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=_tokenizer(),
+        chat_template=CHAT_TEMPLATE,
+        image_seq_length=image_seq_length,
+    )
+
+
 def build_tiny_checkpoint(out_dir: str | Path) -> Path:
     """Write a deterministic tiny random Gemma 3 checkpoint (model, processor, manifest) to `out_dir`.
 
     It reloads with `AutoProcessor` / `AutoModelForImageTextToText`; under 1 MB, seconds on CPU.
     """
     import torch
-    from transformers import Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+    from transformers import Gemma3ForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer()
-    image_processor = Gemma3ImageProcessor(
-        size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = Gemma3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-        image_seq_length=TINY_IMAGE_SEQ_LENGTH,
-    )
+    processor = build_processor()
+    tokenizer = processor.tokenizer
     config = _config(tokenizer)
     torch.manual_seed(SEED)
     model = Gemma3ForConditionalGeneration(config).eval()
