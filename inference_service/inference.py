@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL.Image import Image
 
@@ -13,12 +15,31 @@ from inference_service.engine.base import Engine, EngineResult, ModelInfo
 from inference_service.errors import Busy, TransientError
 
 
-class Inference:
-    """Submit one image, get its result with queue and inference times (ms)."""
+def default_prepare_workers() -> int:
+    """One preprocessing thread per CPU core this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
-    def __init__(self, engine: Engine, batcher: MicroBatcher) -> None:
+
+class Inference:
+    """Submit one image, get its result with queue and inference times (ms).
+
+    Images are preprocessed in a pool of their own (`prepare_workers` threads, named "prepare"),
+    apart from the threads that download and talk to Firestore, and never more than the cores.
+    """
+
+    def __init__(self, engine: Engine, batcher: MicroBatcher, prepare_workers: int = 0) -> None:
         self.engine = engine
         self.batcher = batcher
+        workers = prepare_workers or default_prepare_workers()
+        self._prepare_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+
+    def close(self) -> None:
+        """Stop the preprocessing threads (after the batcher has stopped)."""
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def info(self) -> ModelInfo:
@@ -31,7 +52,7 @@ class Inference:
     async def run(self, image: Image, explain: bool) -> tuple[EngineResult, float, float]:
         """(result, queue_ms, inference_ms). Raises Busy when full, TransientError when stopping.
 
-        The image is preprocessed (`engine.prepare`) in a worker thread first, so its CPU work
+        The image is preprocessed (`engine.prepare`) in the preprocessing pool first, so its CPU work
         overlaps the batch now running; inference_ms counts that preprocessing plus its batch.
         """
         if not self.batcher.running:
@@ -39,7 +60,7 @@ class Inference:
         if not self.has_capacity():
             raise Busy("batcher full")  # refuse before spending CPU on preprocessing
         start = time.perf_counter()
-        item = await asyncio.to_thread(self.engine.prepare, image)
+        item = await asyncio.get_running_loop().run_in_executor(self._prepare_pool, self.engine.prepare, image)
         prepare_ms = (time.perf_counter() - start) * 1000.0
         try:
             outcome = await self.batcher.submit(item, explain)

@@ -125,7 +125,7 @@ class Runtime:
                 log.info("model ready", extra={"seconds": round(time.perf_counter() - started, 2)})
             batcher = MicroBatcher(engine, s.max_batch_size, s.batch_window_ms, s.max_queue)
             await batcher.start()
-            self.inference = Inference(engine, batcher)
+            self.inference = Inference(engine, batcher, s.prepare_workers)
             self.ready = True
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -157,3 +157,4 @@ class Runtime:
         if self.inference is not None:
             # Unfinished requests get BatcherStopped → TransientError → lease released, 503.
             await self.inference.batcher.stop(self.settings.shutdown_grace_seconds)
+            self.inference.close()

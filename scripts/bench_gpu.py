@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU, one step of each path")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--explain-batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--explain-batch-sizes", type=int, nargs="*", default=[1, 8, 32, 64])
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--seed-iters", type=int, default=3)
     parser.add_argument("--skip-seed", action="store_true")
@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-rounds", type=int, default=4, help="the service stream is this many batches")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                        help="cpu: MedGemma shapes on the CPU in bf16 (slow; the CPU path's numbers)")  # fmt: skip
+                        help="cpu: MedGemma shapes on the CPU (slow; the CPU path's numbers)")  # fmt: skip
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="with --device cpu")
     args = parser.parse_args(argv)
 
     if args.dry_run:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_sizes, args.explain_batch_sizes, args.iters, args.seed_iters = [1, 2], [1, 2], 1, 1
         args.service_batch, args.service_rounds = 2, 2
     elif args.device == "cpu":
-        shapes, device, dtype = MEDGEMMA_4B, "cpu", torch.bfloat16
+        shapes, device, dtype = MEDGEMMA_4B, "cpu", getattr(torch, args.dtype)
         threads = torch.get_num_threads()
         print(f"# CPU: {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)", flush=True)
     else:
@@ -393,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
     import transformers
 
-    print(f"# transformers {transformers.__version__}; SDPA; prompt {shapes.prompt_tokens} tokens, "
+    dtype_name = str(dtype).split(".")[-1]
+    print(f"# transformers {transformers.__version__}; {dtype_name}; SDPA; prompt {shapes.prompt_tokens} tokens, "
           f"{shapes.image_size} px image; random weights", flush=True)  # fmt: skip
 
     start = time.perf_counter()

@@ -185,15 +185,16 @@ def test_inference_prepares_the_next_image_while_a_batch_runs() -> None:
         assert (await first)[0].p_yes == image_p_yes(_image(0))
         assert second[0].p_yes == image_p_yes(_image(1))
         await batcher.stop()
+        inference.close()
         return engine
 
     engine = run(main())
     assert engine.batch_sizes == [1, 1]
     first_batch = engine.calls[0]
     second_prepare = engine.prepared[1]
-    # Preprocessing of image 1 ran during image 0's batch, on neither the engine nor the loop thread.
+    # Preprocessing of image 1 ran during image 0's batch, in the preprocessing pool's threads.
     assert first_batch.started < second_prepare.started < first_batch.started + 1.0
-    assert all(not c.thread.startswith(("engine", "MainThread")) for c in engine.prepared)
+    assert all(c.thread.startswith("prepare") for c in engine.prepared)
 
 
 def test_inference_refuses_before_preprocessing_when_full() -> None:
@@ -210,6 +211,7 @@ def test_inference_refuses_before_preprocessing_when_full() -> None:
             await inference.run(_image(2), False)
         await asyncio.gather(running, queued)
         await batcher.stop()
+        inference.close()
         return engine
 
     engine = run(main())
