@@ -266,11 +266,13 @@ resource "google_cloud_run_v2_service_iam_member" "iap_invokes_console" {
 }
 
 # Why (IAP): the lab group may pass IAP for this one service.
+# The project NUMBER, not the id: IAP's web resources are keyed by number, and with the id the
+# binding is reported created but never admits anyone (hashicorp/terraform-provider-google#23092).
 resource "google_iap_web_cloud_run_service_iam_member" "console_users" {
   count = local.console_iap == 1 && var.console_access_member != null ? 1 : 0
 
   provider               = google-beta
-  project                = var.project_id
+  project                = local.project_number
   location               = var.region
   cloud_run_service_name = google_cloud_run_v2_service.console.name
   role                   = "roles/iap.httpsResourceAccessor"

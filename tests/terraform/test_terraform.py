@@ -393,6 +393,14 @@ def test_reconcile_is_scheduled_with_its_own_account(tf: Module) -> None:
     assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
 
 
+def test_console_iap_grant_is_keyed_by_project_number(tf: Module) -> None:
+    # With the project id the binding is created but admits no one (terraform-provider-google#23092).
+    grant = tf.resource("google_iap_web_cloud_run_service_iam_member", "console_users")
+    assert grant["project"] == "${local.project_number}"
+    assert grant["role"] == "roles/iap.httpsResourceAccessor"
+    assert tf.resource("google_cloud_run_v2_service", "console")["iap_enabled"] == '${var.console_access == "iap"}'
+
+
 def test_buckets_are_private(tf: Module) -> None:
     buckets = tf.resources["google_storage_bucket"]
     assert {"inbox", "function_source"} <= set(buckets)
