@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +32,21 @@ def test_bench_gpu_dry_run_builds_and_steps_every_path(capsys: pytest.CaptureFix
     # The service rows ran the real engine object on PIL images (not guarded into a skip line).
     assert "service rows not measured" not in out
     assert "service b=2, prep inline" in out and "service 4 imgs, prep threaded" in out
+
+
+def test_bench_gpu_needs_nothing_a_bare_gpu_image_lacks() -> None:
+    # GPU machines are often bare images (torch, transformers, Pillow): the script must not pull in
+    # pydantic, FastAPI or the Google clients through the service's modules.
+    pytest.importorskip("transformers")
+    probe = (
+        "import runpy, sys; sys.argv = ['bench_gpu.py', '--dry-run']\n"
+        "try:\n    runpy.run_path({!r}, run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "needs = ('pydantic', 'fastapi', 'google.cloud.firestore', 'google.cloud.storage', 'google.cloud.pubsub')\n"
+        "print(sorted(m for m in needs if m in sys.modules))"
+    ).format(str(SCRIPTS / "bench_gpu.py"))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_bench_gpu_shapes_match_medgemma_4b() -> None:
