@@ -403,14 +403,20 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     print(f"# model built in {time.perf_counter() - start:.1f}s: {params / 1e9:.2f} B parameters", flush=True)
 
+    # Most important first (rows print as they finish, so a run cut short still says the most).
     rows = engine_rows(model, shapes, args, device, dtype)
+    seed = None if args.skip_seed else seed_row(model, shapes, args, device)
+    gc.collect()  # the 8-bit copy
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    if seed:
+        print(f"  verdict vs seed so far: {max(r.images_per_s for r in rows) / seed.images_per_s:.1f}x", flush=True)
     stage_times(model, shapes, max(args.batch_sizes[:3]), device, dtype, args.iters)
     if not args.skip_service:
         try:
             rows += service_rows(bench_engine(model, shapes, device, dtype), shapes, args, device)
-        except Exception as exc:  # the seed's row and the table must still come out
+        except Exception as exc:  # the table must still come out
             print(f"  service rows not measured ({type(exc).__name__}: {exc})", flush=True)
-    seed = None if args.skip_seed else seed_row(model, shapes, args, device)
     del model
     gc.collect()
 
