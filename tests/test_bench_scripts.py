@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,18 @@ def test_bench_gpu_needs_nothing_a_bare_gpu_image_lacks() -> None:
     ).format(str(SCRIPTS / "bench_gpu.py"))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_gpu_check_script_records_the_stack_and_the_run(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh"), "--dry-run"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    stack = (tmp_path / "stack.txt").read_text()
+    assert "torch" in stack and "transformers" in stack and "bitsandbytes" in stack
+    assert "healer verdict+explain(32)" in (tmp_path / "bench-gpu.txt").read_text()
 
 
 def test_bench_gpu_shapes_match_medgemma_4b() -> None:
