@@ -103,6 +103,7 @@ def test_runtime_is_non_root_offline_cuda(instructions: list[Instruction]) -> No
     assert re.search(r"nvidia/cuda:12\.\d", text), "CUDA base image"
     torch = [i for i in final if i.keyword == "RUN" and "torch==" in i.args]
     assert torch and "--index-url" in torch[0].args, "torch pinned from PyTorch's CUDA index"
+    # CUDA 12 wheels: Cloud Run's L4 driver is documented as 535 (CUDA 12.2); CUDA 13 builds need >= 580.
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu12\d", text)
 
 
