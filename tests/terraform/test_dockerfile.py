@@ -169,3 +169,19 @@ def test_cloudbuild_keeps_seed_names_and_deploys_by_digest(cloudbuild: dict) -> 
     assert 'backend-config="bucket=${_TF_STATE_BUCKET}"' in deploy
     assert "image_ref.txt" in deploy
     assert cloudbuild["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+def test_torch_pins_agree_and_every_substitution_is_used(cloudbuild: dict) -> None:
+    # The CPU torch of the tests (Makefile, Cloud Build's unit-tests step) and the image's CUDA
+    # torch are the same version; the image's pins come from Cloud Build's substitutions.
+    text = DOCKERFILE.read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.MULTILINE))
+    subs = cloudbuild["substitutions"]
+    assert subs["_TORCH_VERSION"] == args["TORCH_VERSION"]
+    assert subs["_TORCHVISION_VERSION"] == args["TORCHVISION_VERSION"]
+    assert subs["_TORCH_INDEX_URL"] == args["TORCH_INDEX_URL"]
+    makefile = (REPO / "Makefile").read_text()
+    assert f"TORCH_SPEC ?= torch=={args['TORCH_VERSION']}" in makefile
+    steps = yaml.safe_dump(cloudbuild["steps"])
+    unused = [name for name in subs if "${" + name + "}" not in steps]
+    assert not unused, f"substitutions no step uses: {unused}"
