@@ -65,14 +65,21 @@ def wait_for(store: JobStore, job_ids: list[str], timeout_s: float, console: Con
     return latest
 
 
-def render(jobs: dict[str, str], results: dict[str, Job]) -> Table:
-    table = Table(title="Healer verdicts (screening aid, not a diagnosis)")
-    for col in ("object", "answer", "p_yes", "explanation", "seconds"):
+EXPLANATION_CHARS = 120  # MedGemma's one sentence fits; a runaway generation does not fill the screen
+
+
+def render(jobs: dict[str, str], results: dict[str, Job], prefix: str = "") -> Table:
+    """One row per uploaded object (named relative to `prefix`): answer, p_yes, explanation, seconds."""
+    title = "Healer verdicts (screening aid, not a diagnosis)"
+    table = Table(title=title, caption=f"objects under {prefix}/" if prefix else None)
+    table.add_column("object", no_wrap=True)
+    for col in ("answer", "p_yes", "explanation", "seconds"):
         table.add_column(col, overflow="fold")
     for job_id, name in jobs.items():
+        label = name.removeprefix(f"{prefix}/") if prefix else name
         job = results.get(job_id)
         if job is None:
-            table.add_row(name, "[red]no job[/red]", "", "", "")
+            table.add_row(label, "[red]no job[/red]", "", "", "")
             continue
         seconds = ""
         if job.finished_at and job.created_at:
@@ -81,12 +88,14 @@ def render(jobs: dict[str, str], results: dict[str, Job]) -> Table:
             v = job.verdict
             colour = {"yes": "red", "no": "green"}.get(v.answer, "yellow")
             p = f"{v.p_yes:.3f}" if v.p_yes is not None else "—"
-            explanation = v.explanation if len(v.explanation) <= 160 else v.explanation[:159] + "…"
-            table.add_row(name, f"[{colour}]{v.answer}[/{colour}]", p, explanation, seconds)
+            explanation = v.explanation
+            if len(explanation) > EXPLANATION_CHARS:
+                explanation = explanation[: EXPLANATION_CHARS - 1] + "…"
+            table.add_row(label, f"[{colour}]{v.answer}[/{colour}]", p, explanation, seconds)
         elif job.error:
-            table.add_row(name, f"[red]{job.state}[/red]", "", f"{job.error.code}: {job.error.message}", seconds)
+            table.add_row(label, f"[red]{job.state}[/red]", "", f"{job.error.code}: {job.error.message}", seconds)
         else:
-            table.add_row(name, f"[yellow]{job.state}[/yellow]", "", "", "")
+            table.add_row(label, f"[yellow]{job.state}[/yellow]", "", "", "")
     return table
 
 
@@ -107,7 +116,7 @@ def main() -> int:
     jobs = upload(cfg, paths, prefix)
     store = JobStore(new_client(cfg.project), cfg.jobs_collection)
     results = wait_for(store, list(jobs), float(os.environ.get("HEALER_DEMO_TIMEOUT", "1800")), console)
-    console.print(render(jobs, results))
+    console.print(render(jobs, results, prefix))
     model = next((j.verdict.model_id for j in results.values() if j.verdict), "")
     if model:
         console.print(f"model: {model}")
