@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,17 +10,8 @@ from PIL.Image import Image
 
 from healer_core.schema import ErrorCode
 from inference_service.batcher import BatcherFull, BatcherStopped, MicroBatcher
-from inference_service.engine.base import Engine, EngineResult, ModelInfo
+from inference_service.engine.base import Engine, EngineResult, ModelInfo, default_prepare_workers
 from inference_service.errors import Busy, TransientError
-
-
-def default_prepare_workers() -> int:
-    """One preprocessing thread per CPU core this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 class Inference:

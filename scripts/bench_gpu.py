@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,7 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
     from PIL import Image
 
     from inference_service.batcher import MicroBatcher
+    from inference_service.engine.base import default_prepare_workers
 
     batch = args.service_batch
     rng = np.random.default_rng(1)
@@ -298,15 +300,17 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
                 max(2, args.iters // 2)),
     ]  # fmt: skip
 
-    async def stream(count: int) -> tuple[float, list[float]]:
-        # What Inference.run does per request (prepare in a worker thread, then queue), with all
-        # `count` requests arriving at once; MicroBatcher gathers up to `batch` per forward pass.
+    async def stream(count: int, workers: int) -> tuple[float, list[float]]:
+        # What Inference.run does per request (prepare in the preprocessing pool, then queue), with
+        # all `count` requests arriving at once; MicroBatcher gathers up to `batch` per forward pass.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
         batcher = MicroBatcher(engine, max_batch_size=batch, window_ms=20, max_queue=count)
         await batcher.start()
+        loop = asyncio.get_running_loop()
 
         async def one(image: Any) -> float:
             start = time.perf_counter()
-            item = await asyncio.to_thread(engine.prepare, image)
+            item = await loop.run_in_executor(pool, engine.prepare, image)
             await batcher.submit(item, False)
             return time.perf_counter() - start
 
@@ -314,19 +318,21 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
         latencies = await asyncio.gather(*(one(images[i % batch]) for i in range(count)))
         elapsed = time.perf_counter() - start
         await batcher.stop()
+        pool.shutdown()
         return count / elapsed, list(latencies)
 
     count = batch * args.service_rounds
-    asyncio.run(stream(min(count, batch)))  # warm the threads and shapes
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    rate, latencies = asyncio.run(stream(count))
-    _sync(device)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    row = Row(f"service {count} imgs, prep threaded", batch, latencies, peak, throughput=rate)
-    print(f"  {row.path:<28} b<={batch:<3} {rate:7.2f} img/s  per-image p50 {row.pct(0.5):9.1f} ms  "
-          f"p95 {row.pct(0.95):9.1f} ms", flush=True)  # fmt: skip
-    rows.append(row)
+    asyncio.run(stream(batch, default_prepare_workers()))  # warm the threads and shapes
+    for workers in args.prepare_workers or [default_prepare_workers()]:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        rate, latencies = asyncio.run(stream(count, workers))
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+        row = Row(f"service {count} imgs, {workers} prep thr", batch, latencies, peak, throughput=rate)
+        print(f"  {row.path:<28} b<={batch:<3} {rate:7.2f} img/s  per-image p50 {row.pct(0.5):9.1f} ms  "
+              f"p95 {row.pct(0.95):9.1f} ms", flush=True)  # fmt: skip
+        rows.append(row)
     return rows
 
 
@@ -341,6 +347,12 @@ def seed_row(model: Any, s: Shapes, args: argparse.Namespace, device: str) -> Ro
     except ImportError as exc:
         print(f"  seed path skipped: bitsandbytes is not installed ({exc}); pip install bitsandbytes")
         return None
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # saving/loading 8.6 GB draws bars into the log
+    warnings.filterwarnings("ignore", message="MatMul8bitLt")  # once per 8-bit matmul call
     with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
         model.save_pretrained(tmp)
         quantized = AutoModelForImageTextToText.from_pretrained(
@@ -373,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-batch", type=int, default=32, help="batch size of the service rows")
     parser.add_argument("--service-rounds", type=int, default=4, help="the service stream is this many batches")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--prepare-workers", type=int, nargs="*", default=[],
+                        help="preprocessing threads of the service stream (default: as the service)")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cpu: MedGemma shapes on the CPU (slow; the CPU path's numbers)")  # fmt: skip
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="with --device cpu")

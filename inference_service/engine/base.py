@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -52,3 +53,12 @@ class Engine(Protocol):
     def predict(self, images: Sequence[Any], explain: bool) -> list[EngineResult]:
         """One result per item (PIL images or `prepare` results), in order. Blocking; worker thread."""
         ...
+
+
+def default_prepare_workers() -> int:
+    """Threads for `Engine.prepare`: one per CPU core this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
