@@ -18,7 +18,7 @@ class Inference:
     """Submit one image, get its result with queue and inference times (ms).
 
     Images are preprocessed in a pool of their own (`prepare_workers` threads, named "prepare"),
-    apart from the threads that download and talk to Firestore, and never more than the cores.
+    apart from the threads that download and talk to Firestore.
     """
 
     def __init__(self, engine: Engine, batcher: MicroBatcher, prepare_workers: int = 0) -> None:

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=8, ge=1, le=256, validation_alias="MAX_BATCH_SIZE")
     batch_window_ms: float = Field(default=10.0, ge=0.0, le=1000.0, validation_alias="BATCH_WINDOW_MS")
     max_queue: int = Field(default=64, ge=1, validation_alias="MAX_QUEUE")
-    # Threads that preprocess images while a batch runs; 0: one per usable CPU core, at most 8.
+    # Threads that preprocess images while a batch runs; 0: the measured default (2).
     prepare_workers: int = Field(default=0, ge=0, le=64, validation_alias="PREPARE_WORKERS")
     warmup: bool = Field(default=True, validation_alias="WARMUP")
 

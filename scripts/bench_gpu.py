@@ -214,6 +214,12 @@ def engine_rows(model: Any, s: Shapes, args: argparse.Namespace, device: str, dt
     model.generation_config.pad_token_id = 0
     model.generation_config.min_new_tokens = EXPLAIN_NEW_TOKENS  # worst case: never stop early
     with torch.inference_mode():
+        # A freshly built model's first passes run slower (clocks, kernel choice): the first b=1 row
+        # of a cold run measured 100 ms, a warm one 61 ms. Settle before measuring anything.
+        warm = make_inputs(s, 1, device, dtype)
+        for _ in range(5):
+            verdict_logits(model, warm)
+        _sync(device)
         for batch in args.batch_sizes:
             inputs = make_inputs(s, batch, device, dtype)
 

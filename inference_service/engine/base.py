@@ -55,10 +55,19 @@ class Engine(Protocol):
         ...
 
 
+PREPARE_WORKERS_DEFAULT = 2
+
+
 def default_prepare_workers() -> int:
-    """Threads for `Engine.prepare`: one per CPU core this process may use, at most 8."""
+    """Threads for `Engine.prepare`: two (or one on a single core).
+
+    Measured on an H200 host with 16 cores (docs/BENCHMARKS.md): 1–3 threads keep a batch-32 GPU
+    at 39–40 images/s, 8–16 threads only 35 (the image processor's torch ops and the engine's
+    kernel launches then fight over cores and the GIL). Two threads preprocess ≥ 20 images/s even
+    with the slower PIL backend, about three times what one L4 infers.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(PREPARE_WORKERS_DEFAULT, cores))
