@@ -306,36 +306,44 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
                 max(2, args.iters // 2)),
     ]  # fmt: skip
 
-    async def stream(count: int, workers: int) -> tuple[float, list[float]]:
+    async def stream(count: int, workers: int, items: list[Any]) -> tuple[float, list[float]]:
         # What Inference.run does per request (prepare in the preprocessing pool, then queue), with
         # all `count` requests arriving at once; MicroBatcher gathers up to `batch` per forward pass.
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+        # workers == 0: the images come already prepared (the batcher and engine alone, no CPU
+        # preprocessing running beside them), the ceiling for the pooled rows.
+        pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="prepare")
         batcher = MicroBatcher(engine, max_batch_size=batch, window_ms=20, max_queue=count)
         await batcher.start()
         loop = asyncio.get_running_loop()
 
         async def one(image: Any) -> float:
             start = time.perf_counter()
-            item = await loop.run_in_executor(pool, engine.prepare, image)
+            item = image if workers == 0 else await loop.run_in_executor(pool, engine.prepare, image)
             await batcher.submit(item, False)
             return time.perf_counter() - start
 
         start = time.perf_counter()
-        latencies = await asyncio.gather(*(one(images[i % batch]) for i in range(count)))
+        latencies = await asyncio.gather(*(one(items[i % batch]) for i in range(count)))
         elapsed = time.perf_counter() - start
         await batcher.stop()
         pool.shutdown()
         return count / elapsed, list(latencies)
 
     count = batch * args.service_rounds
-    asyncio.run(stream(batch, default_prepare_workers()))  # warm the threads and shapes
+    asyncio.run(stream(batch, default_prepare_workers(), images))  # warm the threads and shapes
     for workers in args.prepare_workers or [default_prepare_workers()]:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        rate, latencies = asyncio.run(stream(count, workers))
+        if workers == 0:
+            prepared = [engine.prepare(im) for im in images]
+            rate, latencies = asyncio.run(stream(count, workers, prepared))
+            label = f"service {count} imgs, pre-prepared"
+        else:
+            rate, latencies = asyncio.run(stream(count, workers, images))
+            label = f"service {count} imgs, {workers} prep thr"
         _sync(device)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-        row = Row(f"service {count} imgs, {workers} prep thr", batch, latencies, peak, throughput=rate)
+        row = Row(label, batch, latencies, peak, throughput=rate)
         print(f"  {row.path:<28} b<={batch:<3} {rate:7.2f} img/s  per-image p50 {row.pct(0.5):9.1f} ms  "
               f"p95 {row.pct(0.95):9.1f} ms", flush=True)  # fmt: skip
         rows.append(row)
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-rounds", type=int, default=4, help="the service stream is this many batches")
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--prepare-workers", type=int, nargs="*", default=[],
-                        help="preprocessing threads of the service stream (default: as the service)")  # fmt: skip
+                        help="service stream threads (0: prepared ahead; default: as the service)")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cpu: MedGemma shapes on the CPU (slow; the CPU path's numbers)")  # fmt: skip
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="with --device cpu")
