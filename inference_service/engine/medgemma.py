@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image as PILImage
@@ -275,9 +275,8 @@ class TransformersEngine:
 
     def _encode(self, items: Sequence[PreparedImage | Image]) -> dict[str, torch.Tensor]:
         if self._fixed_tokens:
-            pixels = torch.cat([item.pixel_values for item in items if isinstance(item, PreparedImage)])
-            if pixels.shape[0] != len(items):
-                raise TypeError("predict() takes PIL images or what this engine's prepare() returned")
+            # predict() ran every item through prepare(), which makes PreparedImage in this mode.
+            pixels = torch.cat([cast(PreparedImage, item).pixel_values for item in items])
             inputs = {k: v.repeat(len(items), 1).to(self._device) for k, v in self._text_row.items()}
             inputs["pixel_values"] = pixels.to(self._device, non_blocking=True)
             return inputs
