@@ -1,6 +1,7 @@
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { fetchJob, previewUrl, type JobDetail as Job } from "../api";
 import { formatBytes, formatMs, formatTime, splitName } from "../format";
+import { usePolling } from "../usePolling";
 import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
 
 const POLL_MS = 1500;
@@ -16,32 +17,13 @@ function Field({ label, children }: { label: string; children: React.ReactNode }
 
 /** One job: server-rendered preview, full verdict, object facts and history. Polls until terminal. */
 export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void }) {
-  const [job, setJob] = useState<Job | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { data: job, error } = usePolling<Job>(
+    (signal) => fetchJob(jobId, signal),
+    (latest) => latest !== null && latest.state !== "done" && latest.state !== "failed",
+    POLL_MS,
+    [jobId],
+  );
   const [previewFailed, setPreviewFailed] = useState(false);
-
-  useEffect(() => {
-    let alive = true;
-    let timer: number | undefined;
-    const controller = new AbortController();
-    const load = async () => {
-      try {
-        const next = await fetchJob(jobId, controller.signal);
-        if (!alive) return;
-        setJob(next);
-        setError(null);
-        if (next.state !== "done" && next.state !== "failed") timer = window.setTimeout(load, POLL_MS);
-      } catch (exc) {
-        if (alive && (exc as Error).name !== "AbortError") setError((exc as Error).message);
-      }
-    };
-    void load();
-    return () => {
-      alive = false;
-      controller.abort();
-      window.clearTimeout(timer);
-    };
-  }, [jobId]);
 
   if (error) return <p className="text-sm text-rose-700">Could not load the job: {error}</p>;
   if (!job) return <p className="text-sm text-slate-500">Loading…</p>;

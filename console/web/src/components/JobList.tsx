@@ -1,6 +1,7 @@
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import { fetchJobs, type JobFilters, type JobPage, type JobState } from "../api";
 import { formatMs, relativeTime, splitName } from "../format";
+import { usePolling } from "../usePolling";
 import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
 
 const POLL_MS = 1500;
@@ -9,32 +10,13 @@ const STATES: JobState[] = ["queued", "running", "done", "failed"];
 /** The live job list: polled every 1.5 s, filtered by state and answer, searched by object name. */
 export function JobList({ refreshKey, onOpen }: { refreshKey: number; onOpen: (jobId: string) => void }) {
   const [filters, setFilters] = useState<JobFilters>({ state: "", answer: "", q: "", offset: 0, limit: 25 });
-  const [page, setPage] = useState<JobPage | null>(null);
-  const [error, setError] = useState<string | null>(null);
-
-  useEffect(() => {
-    let alive = true;
-    let timer: number | undefined;
-    const controller = new AbortController();
-    const load = async () => {
-      try {
-        const next = await fetchJobs(filters, controller.signal);
-        if (alive) {
-          setPage(next);
-          setError(null);
-        }
-      } catch (exc) {
-        if (alive && (exc as Error).name !== "AbortError") setError((exc as Error).message);
-      }
-      if (alive) timer = window.setTimeout(load, POLL_MS);
-    };
-    void load();
-    return () => {
-      alive = false;
-      controller.abort();
-      window.clearTimeout(timer);
-    };
-  }, [filters, refreshKey]);
+  // Keeps polling after a failed fetch: the list recovers by itself when the backend does.
+  const { data: page, error } = usePolling<JobPage>(
+    (signal) => fetchJobs(filters, signal),
+    () => true,
+    POLL_MS,
+    [filters, refreshKey],
+  );
 
   const set = (patch: Partial<JobFilters>) => setFilters((f) => ({ ...f, offset: 0, ...patch }));
   const counts = page?.counts;
