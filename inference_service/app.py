@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 
 from healer_core import logs
 from healer_core.store import JobStore
-from inference_service.blobs import BlobSource
+from healer_media.blobs import BlobSource
+from healer_media.errors import Busy, TransientError
 from inference_service.engine.base import Engine
-from inference_service.errors import Busy, TransientError
 from inference_service.routes import health, predict, pubsub
 from inference_service.runtime import Runtime
 from inference_service.settings import Settings, get_settings

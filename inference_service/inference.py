@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL.Image import Image
 
 from healer_core.schema import ErrorCode
+from healer_media.errors import Busy, TransientError
 from inference_service.batcher import BatcherFull, BatcherStopped, MicroBatcher
 from inference_service.engine.base import Engine, EngineResult, ModelInfo, default_prepare_workers
-from inference_service.errors import Busy, TransientError
 
 
 class Inference:

@@ -18,10 +18,10 @@ from functools import cached_property
 from types import FrameType
 
 from healer_core.store import JobStore, new_client
+from healer_media.blobs import BlobSource, GcsBlobSource
+from healer_media.imaging import DecodeLimits
 from inference_service.batcher import MicroBatcher
-from inference_service.blobs import BlobSource, GcsBlobSource
 from inference_service.engine.base import Engine
-from inference_service.imaging import DecodeLimits
 from inference_service.inference import Inference
 from inference_service.settings import Settings
 from inference_service.worker import WorkerDeps

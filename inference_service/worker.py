@@ -14,10 +14,10 @@ from enum import StrEnum
 
 from healer_core.schema import ErrorCode, Job, JobError, JobMessage, Timings, Verdict
 from healer_core.store import JobStore, LeaseStatus
-from inference_service.blobs import BlobSource
+from healer_media.blobs import BlobSource
+from healer_media.errors import Busy, ImageRejected, ObjectGone, TransientError
+from healer_media.imaging import DecodeLimits, decode_image
 from inference_service.engine.base import EngineResult, ModelInfo
-from inference_service.errors import Busy, ImageRejected, ObjectGone, TransientError
-from inference_service.imaging import DecodeLimits, decode_image
 from inference_service.inference import Inference
 
 log = logging.getLogger("healer.worker")

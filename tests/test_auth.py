@@ -26,8 +26,8 @@ from pydantic import ValidationError
 
 from healer_core.schema import JobState
 from healer_core.store import JobStore
+from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
-from inference_service.blobs import GcsBlobSource
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
 from tests.service_helpers import envelope, png_bytes, wait_ready

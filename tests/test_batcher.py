@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from PIL import Image
 
+from healer_media.errors import Busy
 from inference_service.batcher import BatchedResult, BatcherFull, BatcherStopped, MicroBatcher
-from inference_service.errors import Busy
 from inference_service.inference import Inference
 from tests.fakes import FakeEngine, FakeEngineError, image_p_yes
 

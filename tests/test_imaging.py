@@ -12,8 +12,8 @@ import tifffile
 from PIL import Image
 
 from healer_core.schema import ErrorCode
-from inference_service.errors import ImageRejected
-from inference_service.imaging import DecodeLimits, decode_image, sniff_format
+from healer_media.errors import ImageRejected
+from healer_media.imaging import DecodeLimits, decode_image, sniff_format
 
 LIMITS = DecodeLimits(max_bytes=5_000_000, max_pixels=50_000_000, max_frames=4)
 

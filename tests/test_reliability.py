@@ -34,8 +34,8 @@ from healer.stack.eventarc import deliver
 from healer_core.logs import JsonFormatter
 from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore, new_client
+from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
-from inference_service.blobs import GcsBlobSource
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
 from tests.service_helpers import envelope, push, wait_ready

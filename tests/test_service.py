@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from healer_core.schema import ErrorCode, JobMessage, JobState
 from healer_core.store import JobStore
+from healer_media.blobs import GcsBlobSource
+from healer_media.errors import TransientError
 from inference_service.app import create_app
-from inference_service.blobs import GcsBlobSource
-from inference_service.errors import TransientError
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
 from tests.service_helpers import envelope, jpeg_bytes, png_bytes, push, wait_ready
@@ -165,7 +165,7 @@ def test_transient_storage_error_releases_the_lease_and_answers_503(settings, en
 
 def test_engine_error_is_a_retry(settings, store, bucket) -> None:  # type: ignore[no-untyped-def]
     failing = FakeEngine(fail_on=lambda image: True)
-    from inference_service.blobs import GcsBlobSource
+    from healer_media.blobs import GcsBlobSource
 
     app = create_app(settings, engine=failing, store=store, blobs=GcsBlobSource(settings.project_id))
     with TestClient(app) as c:

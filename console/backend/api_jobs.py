@@ -10,8 +10,8 @@ from console.backend.context import Context
 from console.backend.jobs import JobPage, describe_error, job_detail, list_jobs
 from console.backend.preview import render_preview
 from healer_core.schema import ERROR_DESCRIPTIONS, Job, JobState
-from inference_service.errors import ImageRejected, ObjectGone, TransientError
-from inference_service.imaging import DecodeLimits
+from healer_media.errors import ImageRejected, ObjectGone, TransientError
+from healer_media.imaging import DecodeLimits
 
 router = APIRouter(prefix="/api")
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,128}$")]

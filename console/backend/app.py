@@ -25,7 +25,7 @@ from console.backend.static import mount_frontend
 from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, UploadSigner
 from healer_core import logs
 from healer_core.store import JobStore, new_client
-from inference_service.blobs import BlobSource, GcsBlobSource
+from healer_media.blobs import BlobSource, GcsBlobSource
 
 # The page loads only its own scripts and styles; uploads go to Cloud Storage (or, locally, to us).
 CONTENT_SECURITY_POLICY = (

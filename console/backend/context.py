@@ -11,7 +11,7 @@ from console.backend.preview import PreviewCache
 from console.backend.settings import ConsoleSettings
 from console.backend.uploads import LocalUploadSigner, UploadSigner
 from healer_core.store import JobStore
-from inference_service.blobs import BlobSource
+from healer_media.blobs import BlobSource
 
 
 @dataclass

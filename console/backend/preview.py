@@ -14,13 +14,13 @@ from collections import OrderedDict
 
 from PIL import Image
 
-from inference_service.imaging import DecodeLimits, decode_image
+from healer_media.imaging import DecodeLimits, decode_image
 
 
 def render_preview(data: bytes, limits: DecodeLimits, max_px: int = 512) -> bytes:
     """PNG bytes of the image in `data`, no side longer than `max_px`.
 
-    Raises `inference_service.errors.ImageRejected` for anything that is not a safe image.
+    Raises `healer_media.errors.ImageRejected` for anything that is not a safe image.
     """
     image = decode_image(data, limits)
     image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile
 
 from healer_core.schema import ErrorCode, Timings, Verdict
-from inference_service.errors import Busy, ImageRejected
-from inference_service.imaging import decode_image
+from healer_media.errors import Busy, ImageRejected
+from healer_media.imaging import decode_image
 from inference_service.worker import build_verdict
 
 router = APIRouter()

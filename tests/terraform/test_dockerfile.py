@@ -131,7 +131,7 @@ def test_dockerignore_keeps_the_context_minimal() -> None:
     rules = [ln for ln in lines if ln and not ln.startswith("#")]
     assert rules[0] == "*", "exclude everything, then allow what the image needs"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert {"pyproject.toml", "healer_core", "inference_service"} <= allowed
+    assert {"pyproject.toml", "healer_core", "healer_media", "inference_service"} <= allowed
     assert not allowed & {".venv", ".healer", "terraform", "models", "tests", ".git"}
 
 

@@ -8,7 +8,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.schema import ErrorCode
-from inference_service.errors import ImageRejected, ObjectGone, TransientError
+from healer_media.errors import ImageRejected, ObjectGone, TransientError
 
 
 class BlobSource(Protocol):

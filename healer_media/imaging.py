@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from healer_core.schema import ErrorCode
-from inference_service.errors import ImageRejected
+from healer_media.errors import ImageRejected
 
 # Never let Pillow half-decode a truncated file.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
