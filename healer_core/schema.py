@@ -47,6 +47,9 @@ class ErrorCode(StrEnum):
     ENGINE_ERROR = "engine_error"
     DOWNLOAD_FAILED = "download_failed"
     BUSY = "busy"
+    UNREADABLE_SLIDE = "unreadable_slide"
+    UNSUPPORTED_SLIDE = "unsupported_slide"
+    NO_TISSUE = "no_tissue"
 
 
 ERROR_DESCRIPTIONS: dict[str, str] = {
@@ -62,7 +65,36 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     ErrorCode.ENGINE_ERROR: "The model failed on this image.",
     ErrorCode.DOWNLOAD_FAILED: "The image could not be downloaded.",
     ErrorCode.BUSY: "The service was busy; the job will be retried.",
+    ErrorCode.UNREADABLE_SLIDE: "The slide file is truncated or corrupt.",
+    ErrorCode.UNSUPPORTED_SLIDE: "The slide's format cannot be read (or is a multi-file format).",
+    ErrorCode.NO_TISSUE: "No tissue was found on the slide.",
 }
+
+
+class JobKind(StrEnum):
+    """What was uploaded: one image, or a whole-slide image tiled into many."""
+
+    IMAGE = "image"
+    SLIDE = "slide"
+
+
+class SlideStage(StrEnum):
+    """Where a running slide job is; its `state` stays running until done or failed."""
+
+    TILING = "tiling"  # the slide service reads the slide and writes shards
+    SCORING = "scoring"  # shards are out; the inference service scores their tiles
+    FINALIZING = "finalizing"  # every shard counted; the slide verdict is being built
+    DONE = "done"
+
+
+class Task(StrEnum):
+    """What a Pub/Sub message asks for (absent: `image`, the original message)."""
+
+    IMAGE = "image"  # topic jobs: score one uploaded image
+    TILE = "tile"  # topic slides: tile a slide into shards
+    SHARD = "shard"  # topic jobs: score the tiles of one shard
+    FINALIZE = "finalize"  # topic slides: aggregate a slide whose shards are all counted
+    REPORT = "report"  # topic jobs: write the slide-level report (MedGemma 1.5)
 
 
 class _Model(BaseModel):
@@ -87,6 +119,75 @@ class Timings(_Model):
     total: float = 0.0
 
 
+class TileRef(_Model):
+    """One tile of a slide: its index in the slide's tile plan and its level-0 rectangle."""
+
+    index: int
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class TileScore(TileRef):
+    """A scored tile: its rectangle and P(yes)."""
+
+    p_yes: float = Field(ge=0.0, le=1.0)
+
+
+class Aggregation(_Model):
+    """How tile scores became the slide's score (recorded with every slide verdict)."""
+
+    method: str = "top_k_mean"
+    top_k: int = 8
+
+
+class Report(_Model):
+    """The slide-level report written from one multi-image prompt (MedGemma 1.5)."""
+
+    status: str = "off"  # off | pending | done | failed
+    text: str = ""
+    model_id: str = ""
+    prompt_version: str = ""
+    patches: int = 0
+    error: str = ""
+
+
+class SlideVerdict(_Model):
+    """What a slide verdict adds to a verdict: aggregate, counts, top tiles, artifacts, report."""
+
+    aggregation: Aggregation = Field(default_factory=Aggregation)
+    tiles_scored: int = 0
+    tiles_positive: int = 0
+    top_tiles: list[TileScore] = Field(default_factory=list)
+    heatmap_uri: str = ""
+    geojson_uri: str = ""
+    thumbnail_uri: str = ""
+    report: Report = Field(default_factory=Report)
+
+
+class Slide(_Model):
+    """A slide job's geometry and progress (`jobs/{job_id}.slide`)."""
+
+    stage: SlideStage = SlideStage.TILING
+    format: str = ""
+    vendor: str = ""
+    width: int = 0
+    height: int = 0
+    mpp: float | None = None
+    mpp_assumed: bool = False
+    objective: float | None = None
+    levels: int = 0
+    tile_px: int = 0
+    tile_mpp: float = 0.0
+    tiles_total: int = 0
+    shards_total: int = 0
+    shards_done: int = 0
+    tiles_scored: int = 0
+    shards_published_at: datetime | None = None
+    finalize_published_at: datetime | None = None
+
+
 class Verdict(_Model):
     """The answer to "does this image show colorectal cancer?" with its provenance."""
 
@@ -98,6 +199,7 @@ class Verdict(_Model):
     quantization: str = "none"
     prompt_version: str
     timings_ms: Timings = Field(default_factory=Timings)
+    slide: SlideVerdict | None = None  # slide jobs only
 
 
 class Lease(_Model):
@@ -121,6 +223,7 @@ class Job(_Model):
 
     schema_version: int = SCHEMA_VERSION
     job_id: str
+    kind: JobKind = JobKind.IMAGE
     bucket: str
     name: str
     generation: int
@@ -139,6 +242,7 @@ class Job(_Model):
     expire_at: datetime | None = None  # set on finished jobs when a TTL is configured (JOB_TTL_DAYS)
     error: JobError | None = None
     verdict: Verdict | None = None
+    slide: Slide | None = None  # slide jobs only
     history: list[HistoryEntry] = Field(default_factory=list)
 
     @classmethod
@@ -156,25 +260,52 @@ class Job(_Model):
         return cls.model_validate(data)
 
 
+class Shard(_Model):
+    """`jobs/{job_id}/shards/{n}`: up to SHARD_TILES tiles of a slide, leased and fenced like a job."""
+
+    n: int
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    lease: Lease | None = None
+    object: str = ""  # gs://work-bucket/... holding the tiles (healer_media.shard format)
+    tiles: list[TileRef] = Field(default_factory=list)
+    scores: list[float] | None = None  # p_yes per tile, in `tiles` order, once scored
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: JobError | None = None
+
+
 class JobMessage(_Model):
-    """The Pub/Sub message for one job: ids only, never image bytes or patient data."""
+    """The Pub/Sub message for one job: ids only, never image bytes or patient data.
+
+    `task` says what to do (absent in messages from before slides: an image); `shard` names
+    the shard of a `shard` task.
+    """
 
     job_id: str
     bucket: str
     name: str
     generation: int
+    task: Task = Task.IMAGE
+    shard: int | None = None
 
     @classmethod
     def for_object(cls, bucket: str, name: str, generation: int) -> JobMessage:
         return cls(job_id=job_id_for(bucket, name, generation), bucket=bucket, name=name, generation=generation)
 
     def to_data(self) -> bytes:
-        """The message body as published."""
-        return json.dumps(self.model_dump(), separators=(",", ":")).encode()
+        """The message body as published (an image message keeps its original four fields)."""
+        body = self.model_dump(mode="json", exclude_none=True)
+        if self.task == Task.IMAGE:
+            body.pop("task", None)
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
     def from_data(cls, data: bytes) -> JobMessage:
         return cls.model_validate_json(data)
 
     def attributes(self) -> dict[str, str]:
-        return {"job_id": self.job_id}
+        attrs = {"job_id": self.job_id}
+        if self.task != Task.IMAGE:
+            attrs["task"] = str(self.task)
+        return attrs
