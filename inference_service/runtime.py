@@ -1,7 +1,8 @@
 """Everything the routes share, built once per process: settings, model, batcher, clients.
 
 The model loads in a background task started by the app's lifespan, so `/healthz` answers at
-once while `/readyz` stays 503 until load, warm-up and the self-test have passed.
+once while `/readyz` stays 503 until load, warm-up and the self-test have passed; after that,
+`/readyz` also runs the engine's device probe each time (`inference_service.readiness`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from healer_media.imaging import DecodeLimits
 from inference_service.batcher import MicroBatcher
 from inference_service.engine.base import Engine
 from inference_service.inference import Inference
+from inference_service.readiness import PROBE_TIMEOUT_S, DeviceCheck, Readiness
 from inference_service.settings import Settings
 from inference_service.worker import WorkerDeps
 
@@ -47,6 +49,8 @@ class Runtime:
         self.ready = False
         self.draining = False
         self.failure = ""
+        self.probe_timeout_s = PROBE_TIMEOUT_S
+        self._device_check: DeviceCheck | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -126,10 +130,19 @@ class Runtime:
             batcher = MicroBatcher(engine, s.max_batch_size, s.batch_window_ms, s.max_queue)
             await batcher.start()
             self.inference = Inference(engine, batcher, s.prepare_workers)
+            self._device_check = DeviceCheck(engine.probe, self.probe_timeout_s)
             self.ready = True
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("model failed to load", extra={"reason": self.failure})
+
+    async def readiness(self) -> Readiness:
+        """Ready: loaded, warmed up and self-tested (once, at start-up), and not draining, and the
+        engine's device answers its probe now, within `probe_timeout_s`."""
+        if not self.ready or self._device_check is None:
+            return Readiness("failed" if self.failure else "starting", self.failure)
+        problem = await self._device_check.problem()
+        return Readiness("unhealthy", problem) if problem else Readiness("ready")
 
     async def wait_ready(self) -> None:
         """Block until loading finished (tests and benchmarks)."""

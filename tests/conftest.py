@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from healer.stack.config import StackConfig
 # Test ports sit at HEALER_TEST_PORT_BASE + the stack's usual last two digits (default 18000),
 # so two test sessions on one machine can run side by side with different bases.
 _BASE = int(os.environ.get("HEALER_TEST_PORT_BASE", "18000"))
-TEST_PORTS = {
+TEST_PORTS: dict[str, Any] = {
     "HEALER_STORAGE_PORT": str(_BASE + 23),
     "HEALER_PUBSUB_PORT": str(_BASE + 85),
     "HEALER_FIRESTORE_PORT": str(_BASE + 86),
@@ -92,22 +93,22 @@ def unique() -> str:
 
 
 @pytest.fixture
-def firestore_client(emulator_cfg: StackConfig):  # type: ignore[no-untyped-def]
+def firestore_client(emulator_cfg: StackConfig):
     from google.cloud import firestore
 
     return firestore.Client(project=emulator_cfg.project)
 
 
 @pytest.fixture
-def store(firestore_client, unique: str):  # type: ignore[no-untyped-def]
+def store(firestore_client, unique: str):
     from healer_core.store import JobStore
 
     return JobStore(firestore_client, f"jobs-{unique}")
 
 
 @pytest.fixture
-def bucket(emulator_cfg: StackConfig, unique: str):  # type: ignore[no-untyped-def]
-    from google.cloud import storage
+def bucket(emulator_cfg: StackConfig, unique: str):
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     client = storage.Client(project=emulator_cfg.project)
     return client.create_bucket(f"inbox-{unique}")

@@ -44,7 +44,10 @@ class FakeEngine:
       as a real batch fails as a whole;
     - `explanation`: template for explanations ({width}, {height}); "" makes them empty;
     - `calls`: every predict() call, in order (guarded by a lock);
-    - `prepared`: every prepare() call (its thread and start time).
+    - `prepared`: every prepare() call (its thread and start time);
+    - `probe_error`: what probe() raises (a device that fails), None for a healthy one;
+    - `wedge()` / `unwedge()`: probe() blocks from one to the other, as on a wedged GPU;
+    - `probes`: how many times probe() was called.
     """
 
     p_yes: Callable[[Image], float] = image_p_yes
@@ -60,7 +63,13 @@ class FakeEngine:
     )
     calls: list[FakeCall] = field(default_factory=list)
     prepared: list[FakeCall] = field(default_factory=list)
+    probe_error: Exception | None = None
+    probes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _unwedged: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self._unwedged.set()
 
     def prepare(self, image: Image) -> Image:
         """The image itself (a fake needs no preprocessing); recorded like a batch of one."""
@@ -90,6 +99,22 @@ class FakeEngine:
                 )
             )
         return results
+
+    def probe(self) -> None:
+        """The device health check: blocks while wedged, then raises `probe_error` if set."""
+        with self._lock:
+            self.probes += 1
+        self._unwedged.wait()
+        if self.probe_error is not None:
+            raise self.probe_error
+
+    def wedge(self) -> None:
+        """From now on probe() hangs, as on a GPU that stopped answering."""
+        self._unwedged.clear()
+
+    def unwedge(self) -> None:
+        """Release the probes that hang, and let new ones answer."""
+        self._unwedged.set()
 
     @property
     def batch_sizes(self) -> list[int]:

@@ -126,7 +126,7 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def client(emulator_cfg, certs_url: str, engine: FakeEngine, store: JobStore) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def client(emulator_cfg, certs_url: str, engine: FakeEngine, store: JobStore) -> Iterator[TestClient]:
     settings = auth_settings(emulator_cfg.project, certs_url)
     app = create_app(settings, engine=engine, store=store, blobs=GcsBlobSource(emulator_cfg.project))
     with TestClient(app) as c:
@@ -145,7 +145,7 @@ def untouched(store: JobStore, job_id: str) -> bool:
     return job.state == JobState.QUEUED and job.attempts == 0 and [e.event for e in job.history] == ["created"]
 
 
-def test_a_valid_token_is_accepted_on_push_and_dead_letter(client, store, bucket, key, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_token_is_accepted_on_push_and_dead_letter(client, store, bucket, key, engine) -> None:
     message = queued_job(store, bucket, "authed.png", png_bytes())
     response = client.post("/pubsub/push", json=envelope(message), headers=bearer(key.token()))
     assert response.status_code == 204
@@ -162,7 +162,7 @@ def test_a_valid_token_is_accepted_on_push_and_dead_letter(client, store, bucket
     [{}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}],
     ids=["none", "basic", "empty-bearer"],
 )
-def test_missing_token_is_401_without_a_write(client, store, bucket, engine, route, headers) -> None:  # type: ignore[no-untyped-def]
+def test_missing_token_is_401_without_a_write(client, store, bucket, engine, route, headers) -> None:
     message = queued_job(store, bucket, "no-token.png", png_bytes())
     response = client.post(route, json=envelope(message), headers=headers)
     assert response.status_code == 401
@@ -214,7 +214,7 @@ def other_key() -> SigningKey:
 
 @pytest.mark.parametrize("route", ["/pubsub/push", "/pubsub/dead-letter"])
 @pytest.mark.parametrize("forgery", list(FORGERIES))
-def test_forged_or_wrong_tokens_are_403_without_a_write(  # type: ignore[no-untyped-def]
+def test_forged_or_wrong_tokens_are_403_without_a_write(
     client, store, bucket, engine, key, other_key, route, forgery
 ) -> None:
     message = queued_job(store, bucket, "forged.png", png_bytes())
@@ -224,7 +224,7 @@ def test_forged_or_wrong_tokens_are_403_without_a_write(  # type: ignore[no-unty
     assert untouched(store, message.job_id) and engine.calls == []
 
 
-def test_unreachable_certificates_are_a_retry_not_a_rejection(emulator_cfg, store, bucket, key) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_certificates_are_a_retry_not_a_rejection(emulator_cfg, store, bucket, key) -> None:
     settings = auth_settings(emulator_cfg.project, "http://127.0.0.1:9/certs")  # discard port: refused
     app = create_app(settings, engine=FakeEngine(), store=store, blobs=GcsBlobSource(emulator_cfg.project))
     with TestClient(app) as c:
@@ -235,7 +235,7 @@ def test_unreachable_certificates_are_a_retry_not_a_rejection(emulator_cfg, stor
     assert untouched(store, message.job_id)
 
 
-def test_predict_and_health_need_no_push_token(client) -> None:  # type: ignore[no-untyped-def]
+def test_predict_and_health_need_no_push_token(client) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.post("/predict", files={"image_file": ("t.png", png_bytes(), "image/png")}).status_code == 200
 

@@ -19,7 +19,7 @@ def _image(i: int) -> Image.Image:
     return Image.new("RGB", (8 + i, 8), (i % 256, 0, 0))
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(coro)
 
 

@@ -189,7 +189,7 @@ def _put(
     return job
 
 
-def test_results_in_each_format(store, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_results_in_each_format(store, unique: str) -> None:
     bucket = f"b-{unique}"
     done = _put(store, bucket, "slides/a.png", p_yes=0.9)
     _put(store, bucket, "slides/b.png", failed=True)
@@ -223,7 +223,7 @@ def test_results_in_each_format(store, unique: str) -> None:  # type: ignore[no-
     assert code == 1 and "no job for" in out
 
 
-def test_watch_shows_recent_jobs(store, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_watch_shows_recent_jobs(store, unique: str) -> None:
     _put(store, f"b-{unique}", "w/x.png", p_yes=0.7)
     code, out = run("watch", "--collection", store.collection.id, "--timeout", "1.5")
     assert code == 0, out
@@ -233,7 +233,7 @@ def test_watch_shows_recent_jobs(store, unique: str) -> None:  # type: ignore[no
 # ---- eval: known verdicts in Firestore → known confusion matrix ------------------------------
 
 
-def test_eval_known_confusion_matrix(store, tmp_path: Path, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_eval_known_confusion_matrix(store, tmp_path: Path, unique: str) -> None:
     bucket = f"b-{unique}"
     cases = [
         ("c1", True, 0.9),
@@ -292,7 +292,7 @@ def topic(emulator_cfg: StackConfig, unique: str) -> Iterator[tuple[str, object,
     yield name, subscriber, check
 
 
-def _published(subscriber, subscription: str) -> list[JobMessage]:  # type: ignore[no-untyped-def]
+def _published(subscriber, subscription: str) -> list[JobMessage]:
     response = subscriber.pull(request={"subscription": subscription, "max_messages": 50}, timeout=5)
     if response.received_messages:
         ack_ids = [m.ack_id for m in response.received_messages]
@@ -300,7 +300,7 @@ def _published(subscriber, subscription: str) -> list[JobMessage]:  # type: igno
     return [JobMessage.from_data(m.message.data) for m in response.received_messages]
 
 
-def test_requeue_failed_but_never_done(store, topic, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_requeue_failed_but_never_done(store, topic, unique: str) -> None:
     name, subscriber, check = topic
     bucket = f"b-{unique}"
     failed = _put(store, bucket, "r/failed.png", failed=True)
@@ -321,7 +321,7 @@ def test_requeue_failed_but_never_done(store, topic, unique: str) -> None:  # ty
     assert code == 2 and "one of them" in out
 
 
-def test_dead_letters_list_then_replay(store, topic, emulator_cfg: StackConfig, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_dead_letters_list_then_replay(store, topic, emulator_cfg: StackConfig, unique: str) -> None:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     name, subscriber, check = topic
@@ -347,7 +347,7 @@ def test_dead_letters_list_then_replay(store, topic, emulator_cfg: StackConfig, 
     assert "0 dead letter(s)" in out
 
 
-def test_reconcile_is_idempotent(store, bucket, topic) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_is_idempotent(store, bucket, topic) -> None:
     name, subscriber, check = topic
     for obj in ("lost/a.png", "lost/b.png"):
         bucket.blob(obj).upload_from_string(PNG_1PX, content_type="image/png")

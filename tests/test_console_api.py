@@ -41,7 +41,7 @@ def _job(bucket: str, name: str, generation: int, job_id: str) -> Job:
 def _finish(store: JobStore, job_id: str, answer: str, p_yes: float) -> None:
     lease = store.lease(job_id, "test-worker", 60)
     verdict = Verdict(
-        answer=answer,  # type: ignore[arg-type]
+        answer=answer,
         p_yes=p_yes,
         explanation=f"Synthetic {answer} verdict.",
         model_id="tiny/gemma3",
@@ -187,7 +187,7 @@ def test_preview_of_a_replaced_generation_is_gone(client: TestClient, seeded: di
 
 
 def test_upload_tickets_land_in_the_inbox(client: TestClient, bucket: Any) -> None:
-    files = [
+    files: list[dict[str, Any]] = [
         {"name": "slide 1.png", "content_type": "image/png", "size": 100},
         {"name": "../../etc/passwd", "content_type": "image/tiff"},
         {"name": "slide 1.png", "content_type": ""},
@@ -235,7 +235,7 @@ def test_gcs_signer_makes_v4_put_urls(emulator_cfg: Any) -> None:
     """The Cloud path with a key-holding credential (signed locally, no network)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
     from google.oauth2 import service_account
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -14,7 +14,7 @@ START = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def _job(job_id: str, name: str, **fields: object) -> Job:
-    return Job(job_id=job_id, bucket="healer-inbox", name=f"{PREFIX}/{name}", generation=1, **fields)  # type: ignore[arg-type]
+    return Job(job_id=job_id, bucket="healer-inbox", name=f"{PREFIX}/{name}", generation=1, **fields)
 
 
 def _text(jobs: dict[str, str], results: dict[str, Job]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.cloud import firestore, storage
+from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
 from healer.stack.config import StackConfig
 from healer.stack.eventarc import deliver
@@ -51,7 +51,7 @@ def db(stack_cfg: StackConfig) -> firestore.Client:
     return firestore.Client(project=stack_cfg.project)
 
 
-def test_samples_become_verdicts(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+def test_samples_become_verdicts(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:
     uploaded = []
     for path in sample_paths[:4]:
         blob = gcs.blob(f"e2e/{path.name}")
@@ -69,7 +69,7 @@ def test_samples_become_verdicts(stack_cfg: StackConfig, gcs, db, sample_paths: 
         assert set(verdict["timings_ms"]) == {"download", "decode", "queue", "inference", "total"}
 
 
-def test_a_non_image_becomes_a_failed_job_with_a_reason(stack_cfg: StackConfig, gcs, db) -> None:  # type: ignore[no-untyped-def]
+def test_a_non_image_becomes_a_failed_job_with_a_reason(stack_cfg: StackConfig, gcs, db) -> None:
     pdf = gcs.blob("e2e/report.png")  # a PDF renamed .png, declared as an image
     pdf.upload_from_string(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", content_type="image/png")
     text = gcs.blob("e2e/notes.txt")
@@ -80,7 +80,7 @@ def test_a_non_image_becomes_a_failed_job_with_a_reason(stack_cfg: StackConfig, 
     assert job["state"] == "failed" and job["error"]["code"] == "not_an_image"
 
 
-def test_duplicate_event_makes_one_job(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_event_makes_one_job(stack_cfg: StackConfig, gcs, db, sample_paths: list[Path]) -> None:
     blob = gcs.blob("e2e/duplicated.tif")
     blob.upload_from_filename(str(sample_paths[0]))
     first = wait_terminal(db, stack_cfg.jobs_collection, stack_cfg.bucket, blob.name, int(blob.generation))
@@ -93,7 +93,7 @@ def test_duplicate_event_makes_one_job(stack_cfg: StackConfig, gcs, db, sample_p
     assert jobs[0]["attempts"] == 1 and jobs[0]["verdict"] == first["verdict"]
 
 
-def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, gcs, db, sample_paths) -> None:  # type: ignore[no-untyped-def]
+def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, gcs, db, sample_paths) -> None:
     blob = gcs.blob("e2e/reuploaded.tif")
     blob.upload_from_filename(str(sample_paths[0]))
     g1 = int(blob.generation)
@@ -107,7 +107,7 @@ def test_second_upload_of_the_same_name_is_a_second_job(stack_cfg: StackConfig, 
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_paths, tmp_path, size) -> None:  # type: ignore[no-untyped-def]
+def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_paths, tmp_path, size) -> None:
     """The Google Cloud CLI, configured only by the variables in `.healer/local.env`: a small file
     (multipart upload) and a 12 MB one (resumable upload, gcloud's path for files over 8 MiB)."""
     import json
@@ -136,7 +136,7 @@ def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_
     assert job["state"] == "done" and job["verdict"]["answer"] in ("yes", "no", "indeterminate")
 
 
-def test_scheduler_stand_in_calls_reconcile_on_its_interval(stack_cfg: StackConfig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_scheduler_stand_in_calls_reconcile_on_its_interval(stack_cfg: StackConfig, tmp_path) -> None:
     """The local Cloud Scheduler stand-in POSTs to the reconcile function every interval."""
     import json
     import os

@@ -119,7 +119,7 @@ def test_pan_and_scan_processors_take_the_whole_processor_path(tiny_model_dir: P
     fixed = [r.p_yes for r in engine.predict(images, explain=False)]
     engine._processor.image_processor.do_pan_and_scan = True
     scanning = TransformersEngine(engine._model, engine._processor, engine.info)
-    assert scanning.prepare(images[2]).mode == "RGB"  # only converted; the batch is processed whole
+    assert scanning.prepare(images[2]).mode == "RGB"  # type: ignore[union-attr]  # only converted; the batch is processed whole
     # These images are too small to be cropped, so both paths must agree.
     assert [r.p_yes for r in scanning.predict(images, explain=False)] == pytest.approx(fixed, abs=1e-5)
 

@@ -11,7 +11,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
 from healer_core.ids import job_id_for
 from healer_core.schema import JobMessage, JobState
@@ -76,12 +76,12 @@ class Topic:
 
 
 @pytest.fixture
-def topic(emulator_cfg, unique: str) -> Topic:  # type: ignore[no-untyped-def]
+def topic(emulator_cfg, unique: str) -> Topic:
     return Topic(emulator_cfg.project, f"jobs-{unique}")
 
 
 @pytest.fixture
-def client(emulator_cfg, unique: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def client(emulator_cfg, unique: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """functions-framework's test client for the `ingest` target, wired to per-test names."""
     from healer_ingest import config, handlers
 
@@ -105,7 +105,7 @@ def post_structured(client: Any, event: CloudEvent) -> Any:
     return client.post("/", headers=headers, data=body)
 
 
-def test_binary_event_creates_queued_job_and_publishes_once(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_binary_event_creates_queued_job_and_publishes_once(client, store, topic) -> None:
     obj = storage_object("inbox", "lab-a/slide-17.png")
     assert post_binary(client, finalize_event(obj)).status_code == 200
 
@@ -122,14 +122,14 @@ def test_binary_event_creates_queued_job_and_publishes_once(client, store, topic
     assert [m.job_id for m in topic.drain()] == [job_id]
 
 
-def test_structured_event_is_accepted_too(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_structured_event_is_accepted_too(client, store, topic) -> None:
     obj = storage_object("inbox", "b.tif", generation=42, contentType="image/tiff")
     assert post_structured(client, finalize_event(obj)).status_code == 200
     assert store.get(job_id_for("inbox", "b.tif", 42)).state == JobState.QUEUED
     assert len(topic.drain()) == 1
 
 
-def test_duplicate_events_make_one_job_and_one_message(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_events_make_one_job_and_one_message(client, store, topic) -> None:
     obj = storage_object("inbox", "dup.png")
     for i in range(5):
         assert post_binary(client, finalize_event(obj, event_id=f"evt-{i}")).status_code == 200
@@ -137,7 +137,7 @@ def test_duplicate_events_make_one_job_and_one_message(client, store, topic) -> 
     assert len(topic.drain()) == 1
 
 
-def test_new_generation_is_a_new_job(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_new_generation_is_a_new_job(client, store, topic) -> None:
     post_binary(client, finalize_event(storage_object("inbox", "same.png", generation=1)))
     post_binary(client, finalize_event(storage_object("inbox", "same.png", generation=2)))
     assert {j.generation for j in store.iter_jobs()} == {1, 2}
@@ -154,7 +154,7 @@ def test_new_generation_is_a_new_job(client, store, topic) -> None:  # type: ign
         ({"size": "1000001"}, "too_large"),
     ],
 )
-def test_rejected_objects_become_failed_jobs_without_a_message(client, store, topic, over, code) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_objects_become_failed_jobs_without_a_message(client, store, topic, over, code) -> None:
     obj = storage_object("inbox", "bad.bin", **over)
     assert post_binary(client, finalize_event(obj)).status_code == 200
     job = store.get(job_id_for("inbox", "bad.bin", 1700000000000001))
@@ -164,19 +164,19 @@ def test_rejected_objects_become_failed_jobs_without_a_message(client, store, to
     assert topic.drain() == []
 
 
-def test_untyped_upload_is_queued_for_the_service_to_sniff(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_untyped_upload_is_queued_for_the_service_to_sniff(client, store, topic) -> None:
     post_binary(client, finalize_event(storage_object("inbox", "scan", contentType="application/octet-stream")))
     assert store.get(job_id_for("inbox", "scan", 1700000000000001)).state == JobState.QUEUED
 
 
-def test_folder_marker_is_acked_without_a_job(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_folder_marker_is_acked_without_a_job(client, store, topic) -> None:
     obj = storage_object("inbox", "lab-a/", size="0", contentType="application/x-www-form-urlencoded")
     assert post_binary(client, finalize_event(obj)).status_code == 200
     assert list(store.iter_jobs()) == []
     assert topic.drain() == []
 
 
-def test_malformed_event_is_rejected_with_a_clear_error(client, store, topic, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_event_is_rejected_with_a_clear_error(client, store, topic, caplog) -> None:
     obj = storage_object("inbox", "x.png")
     del obj["generation"]
     with caplog.at_level(logging.ERROR, logger="healer.ingest"):
@@ -185,14 +185,14 @@ def test_malformed_event_is_rejected_with_a_clear_error(client, store, topic, ca
     assert any("generation" in getattr(r, "reason", "") for r in caplog.records)
 
 
-def test_wrong_event_type_is_rejected(client, store) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_event_type_is_rejected(client, store) -> None:
     event = finalize_event(storage_object("inbox", "x.png"))
     event["type"] = "google.cloud.storage.object.v1.deleted"
     assert post_binary(client, event).status_code == 200
     assert list(store.iter_jobs()) == []
 
 
-def test_crash_between_create_and_publish_publishes_exactly_once_on_redelivery(client, store, topic) -> None:  # type: ignore[no-untyped-def]
+def test_crash_between_create_and_publish_publishes_exactly_once_on_redelivery(client, store, topic) -> None:
     from healer_ingest import handlers
 
     real = handlers._publisher()
@@ -217,12 +217,12 @@ def test_crash_between_create_and_publish_publishes_exactly_once_on_redelivery(c
         for _ in range(3):  # the retry, then more duplicates
             assert post_binary(client, finalize_event(obj)).status_code == 200
     finally:
-        handlers._publisher = original  # type: ignore[assignment]
+        handlers._publisher = original
     assert len(topic.drain()) == 1
     assert store.get(job_id_for("inbox", "crash.png", 1700000000000001)).published_at is not None
 
 
-def test_message_carries_ids_only(client, topic) -> None:  # type: ignore[no-untyped-def]
+def test_message_carries_ids_only(client, topic) -> None:
     post_binary(client, finalize_event(storage_object("inbox", "ids.png")))
     (msg,) = topic.drain()
     assert set(json.loads(msg.to_data())) == {"job_id", "bucket", "name", "generation"}

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 from fastapi.testclient import TestClient
-from google.cloud import pubsub_v1, storage
+from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
 from PIL import Image, PngImagePlugin
 
 from healer.stack.config import StackConfig
@@ -104,7 +104,7 @@ def make_client(emulator_cfg: StackConfig, store: JobStore, engine: FakeEngine, 
     return TestClient(create_app(settings, engine=engine, store=store, blobs=GcsBlobSource(emulator_cfg.project)))
 
 
-def test_redelivery_while_running_runs_the_engine_once(emulator_cfg, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_redelivery_while_running_runs_the_engine_once(emulator_cfg, store, bucket) -> None:
     """Item 2: a second delivery while the first still runs is refused (429); the engine runs once."""
     engine = FakeEngine(delay_s=1.5)
     message = queued_job(store, bucket, f"{PATIENT}/slow.png", marked_png())
@@ -121,7 +121,7 @@ def test_redelivery_while_running_runs_the_engine_once(emulator_cfg, store, buck
     assert len(engine.calls) == 1
 
 
-def test_backpressure_refuses_the_excess_and_all_complete_on_retry(emulator_cfg, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_backpressure_refuses_the_excess_and_all_complete_on_retry(emulator_cfg, store, bucket) -> None:
     """Item 10: more concurrent pushes than MAX_QUEUE → 429 for the excess; retries finish them all."""
     engine = FakeEngine(delay_s=0.4)
     messages = [queued_job(store, bucket, f"{PATIENT}/bp-{i}.png", marked_png(i)) for i in range(12)]
@@ -231,7 +231,7 @@ def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
     [(2.0, 6.0, True), (6.0, 1.0, False)],
     ids=["batch-finishes-in-grace", "batch-outlives-grace"],
 )
-def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(  # type: ignore[no-untyped-def]
+def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
     emulator_cfg, store, bucket, services, tmp_path, delay_s, grace_s, finishes
 ) -> None:
     """Item 11: after SIGTERM no new work is taken; the running job is finished (204) or released
@@ -297,7 +297,7 @@ class PushSubscription:
 
 
 @pytest.mark.slow
-def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(  # type: ignore[no-untyped-def]
+def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
     emulator_cfg, store, bucket, services, tmp_path, unique
 ) -> None:
     """Item 5: SIGKILL during a slow inference; the emulator redelivers; after the 3 s lease expires
@@ -381,7 +381,7 @@ def reconcile(stack_cfg: StackConfig, prefix: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_twenty_copies_of_one_event_make_one_job_and_one_verdict(stack_cfg, gcs, stack_store, unique) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_copies_of_one_event_make_one_job_and_one_verdict(stack_cfg, gcs, stack_store, unique) -> None:
     """Item 1: 20 concurrent and 20 sequential copies of the finalize event, plus the stand-in's own."""
     blob = upload(gcs, f"{PATIENT}/{unique}/dup-20.png", marked_png(4))
     blob.reload()
@@ -410,7 +410,7 @@ def test_twenty_copies_of_one_event_make_one_job_and_one_verdict(stack_cfg, gcs,
 
 
 @pytest.mark.slow
-def test_uploads_lost_by_eventarc_are_reconciled_once(stack_cfg, gcs, stack_store, paused, unique) -> None:  # type: ignore[no-untyped-def]
+def test_uploads_lost_by_eventarc_are_reconciled_once(stack_cfg, gcs, stack_store, paused, unique) -> None:
     """Item 14: events lost (stand-in paused) → reconcile creates and publishes the jobs, which
     complete; a second reconcile, and the late events after resuming, change nothing."""
     prefix = f"{PATIENT}/{unique}/lost/"
@@ -437,7 +437,7 @@ def test_uploads_lost_by_eventarc_are_reconciled_once(stack_cfg, gcs, stack_stor
 
 
 @pytest.mark.slow
-def test_the_scheduled_sweep_requeues_a_job_whose_worker_died(stack_cfg, gcs, stack_store, paused, unique) -> None:  # type: ignore[no-untyped-def]
+def test_the_scheduled_sweep_requeues_a_job_whose_worker_died(stack_cfg, gcs, stack_store, paused, unique) -> None:
     """Item 9: a job left `running` by a dead worker (message gone) is requeued, republished and
     completed by the reconcile sweep; nothing stays running forever."""
     blob = upload(gcs, f"{PATIENT}/{unique}/orphan.png", marked_png(20))
@@ -464,7 +464,7 @@ def test_the_scheduled_sweep_requeues_a_job_whose_worker_died(stack_cfg, gcs, st
 
 
 @pytest.mark.slow
-def test_logs_hold_job_ids_never_object_names_or_image_bytes(stack_cfg, gcs, stack_store, unique) -> None:  # type: ignore[no-untyped-def]
+def test_logs_hold_job_ids_never_object_names_or_image_bytes(stack_cfg, gcs, stack_store, unique) -> None:
     """Item 13: every line the stack's own processes logged during the session (this module's
     patient-named uploads included) is free of object names and image bytes, and job ids appear."""
     hostile = {

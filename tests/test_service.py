@@ -40,12 +40,12 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def settings(emulator_cfg) -> Settings:  # type: ignore[no-untyped-def]
+def settings(emulator_cfg) -> Settings:
     return Settings(PROJECT_ID=emulator_cfg.project, MAX_IMAGE_BYTES=200_000, BATCH_WINDOW_MS=1, MAX_BATCH_SIZE=4)
 
 
 @pytest.fixture
-def client(settings: Settings, engine: FakeEngine, store: JobStore, emulator_cfg) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def client(settings: Settings, engine: FakeEngine, store: JobStore, emulator_cfg) -> Iterator[TestClient]:
     app = create_app(settings, engine=engine, store=store, blobs=GcsBlobSource(emulator_cfg.project))
     with TestClient(app) as c:
         wait_ready(c)
@@ -78,7 +78,7 @@ def test_health_routes(client: TestClient) -> None:
     assert client.get("/readyz").json()["model_id"] == "fake/engine"
 
 
-def test_push_writes_a_verdict_with_provenance(client, store, bucket, engine) -> None:  # type: ignore[no-untyped-def]
+def test_push_writes_a_verdict_with_provenance(client, store, bucket, engine) -> None:
     message = queued_job(store, bucket, "case-1/tile.png", png_bytes())
     assert push(client, message) == 204
     job = store.get(message.job_id)
@@ -91,20 +91,20 @@ def test_push_writes_a_verdict_with_provenance(client, store, bucket, engine) ->
     assert len(engine.calls) == 1
 
 
-def test_redelivery_of_a_done_job_is_acked_without_running_again(client, store, bucket, engine) -> None:  # type: ignore[no-untyped-def]
+def test_redelivery_of_a_done_job_is_acked_without_running_again(client, store, bucket, engine) -> None:
     message = queued_job(store, bucket, "again.png", png_bytes())
     assert [push(client, message) for _ in range(3)] == [204, 204, 204]
     assert len(engine.calls) == 1
     assert store.get(message.job_id).attempts == 1
 
 
-def test_names_with_spaces_unicode_and_hash_signs(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_names_with_spaces_unicode_and_hash_signs(client, store, bucket) -> None:
     message = queued_job(store, bucket, "lab 3/Pätient Ünïcode slide #1?.png", png_bytes())
     assert push(client, message) == 204
     assert store.get(message.job_id).state == JobState.DONE
 
 
-def test_jpeg_and_untyped_uploads_are_decided_by_content(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_jpeg_and_untyped_uploads_are_decided_by_content(client, store, bucket) -> None:
     message = queued_job(store, bucket, "scan-without-extension", jpeg_bytes(), content_type="application/octet-stream")
     assert push(client, message) == 204
     assert store.get(message.job_id).state == JobState.DONE
@@ -122,7 +122,7 @@ def test_jpeg_and_untyped_uploads_are_decided_by_content(client, store, bucket) 
     ],
     ids=["pdf-as-png", "html-as-png", "truncated-png", "truncated-jpeg", "bomb", "oversize"],
 )
-def test_hostile_bytes_fail_permanently_without_the_engine(client, store, bucket, engine, data, code) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_bytes_fail_permanently_without_the_engine(client, store, bucket, engine, data, code) -> None:
     message = queued_job(store, bucket, "hostile.png", data)
     assert push(client, message) == 204
     job = store.get(message.job_id)
@@ -131,7 +131,7 @@ def test_hostile_bytes_fail_permanently_without_the_engine(client, store, bucket
     assert engine.calls == []
 
 
-def test_overwritten_generation_fails_as_object_gone(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_overwritten_generation_fails_as_object_gone(client, store, bucket) -> None:
     old = queued_job(store, bucket, "same-name.png", png_bytes())
     new = queued_job(store, bucket, "same-name.png", png_bytes(color=(1, 2, 3)))
     assert push(client, old) == 204
@@ -141,14 +141,14 @@ def test_overwritten_generation_fails_as_object_gone(client, store, bucket) -> N
     assert store.latest_for(bucket.name, "same-name.png").job_id == new.job_id
 
 
-def test_lease_held_elsewhere_answers_429(client, store, bucket, engine) -> None:  # type: ignore[no-untyped-def]
+def test_lease_held_elsewhere_answers_429(client, store, bucket, engine) -> None:
     message = queued_job(store, bucket, "held.png", png_bytes())
     store.lease(message.job_id, "other-worker", 300)
     assert push(client, message) == 429
     assert engine.calls == []
 
 
-def test_transient_storage_error_releases_the_lease_and_answers_503(settings, engine, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_transient_storage_error_releases_the_lease_and_answers_503(settings, engine, store, bucket) -> None:
     class FlakyBlobs:
         def download(self, bucket: str, name: str, generation: int, max_bytes: int) -> bytes:
             raise TransientError(ErrorCode.DOWNLOAD_FAILED, "storage error: ServiceUnavailable")
@@ -163,7 +163,7 @@ def test_transient_storage_error_releases_the_lease_and_answers_503(settings, en
     assert job.error.code == ErrorCode.DOWNLOAD_FAILED and job.error.retryable
 
 
-def test_engine_error_is_a_retry(settings, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_engine_error_is_a_retry(settings, store, bucket) -> None:
     failing = FakeEngine(fail_on=lambda image: True)
     from healer_media.blobs import GcsBlobSource
 
@@ -176,7 +176,7 @@ def test_engine_error_is_a_retry(settings, store, bucket) -> None:  # type: igno
     assert job.state == JobState.QUEUED and job.error.code == ErrorCode.ENGINE_ERROR
 
 
-def test_dead_letter_marks_the_job_failed(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_dead_letter_marks_the_job_failed(client, store, bucket) -> None:
     message = queued_job(store, bucket, "doomed.png", png_bytes())
     response = client.post("/pubsub/dead-letter", json=envelope(message, attempt=5))
     assert response.status_code == 204
@@ -185,25 +185,25 @@ def test_dead_letter_marks_the_job_failed(client, store, bucket) -> None:  # typ
     assert "5" in job.error.message
 
 
-def test_dead_letter_never_overwrites_a_verdict(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
+def test_dead_letter_never_overwrites_a_verdict(client, store, bucket) -> None:
     message = queued_job(store, bucket, "finished.png", png_bytes())
     assert push(client, message) == 204
     assert client.post("/pubsub/dead-letter", json=envelope(message)).status_code == 204
     assert store.get(message.job_id).state == JobState.DONE
 
 
-def test_dead_letter_for_an_unknown_job_records_it(client, store) -> None:  # type: ignore[no-untyped-def]
+def test_dead_letter_for_an_unknown_job_records_it(client, store) -> None:
     message = JobMessage.for_object("inbox", "never-ingested.png", 7)
     assert client.post("/pubsub/dead-letter", json=envelope(message)).status_code == 204
     assert store.get(message.job_id).error.code == ErrorCode.DEAD_LETTERED
 
 
-def test_bad_envelope_is_400(client) -> None:  # type: ignore[no-untyped-def]
+def test_bad_envelope_is_400(client) -> None:
     assert client.post("/pubsub/push", content=b"not json").status_code == 400
     assert client.post("/pubsub/push", json={"message": {"data": "bm90IGpzb24="}}).status_code == 400
 
 
-def test_predict_keeps_the_seed_api(client) -> None:  # type: ignore[no-untyped-def]
+def test_predict_keeps_the_seed_api(client) -> None:
     response = client.post("/predict", files={"image_file": ("tile.png", png_bytes(), "image/png")})
     assert response.status_code == 200
     body = response.json()
@@ -220,13 +220,13 @@ def test_predict_keeps_the_seed_api(client) -> None:  # type: ignore[no-untyped-
     ],
     ids=["text", "truncated", "too-large"],
 )
-def test_predict_rejects_bad_images_with_specific_status(client, data, status) -> None:  # type: ignore[no-untyped-def]
+def test_predict_rejects_bad_images_with_specific_status(client, data, status) -> None:
     response = client.post("/predict", files={"image_file": ("x.png", data, "image/png")})
     assert response.status_code == status
     assert response.json()["detail"]
 
 
-def test_readyz_reports_a_model_that_cannot_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_readyz_reports_a_model_that_cannot_load(tmp_path) -> None:
     settings = Settings(MODEL_DIR=str(tmp_path / "nothing-here"), WARMUP=False)
     with TestClient(create_app(settings)) as c:
         for _ in range(200):

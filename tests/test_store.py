@@ -23,7 +23,7 @@ def new_job(store: JobStore, name: str = "a.png", generation: int = 1) -> Job:
 
 
 def verdict(answer: str = "no") -> Verdict:
-    return Verdict(answer=answer, p_yes=0.2, explanation="x.", model_id="m", prompt_version="p")  # type: ignore[arg-type]
+    return Verdict(answer=answer, p_yes=0.2, explanation="x.", model_id="m", prompt_version="p")
 
 
 def test_create_is_create_if_absent(store: JobStore) -> None:
@@ -82,7 +82,7 @@ def test_iter_jobs_paginates_and_filters(store: JobStore) -> None:
     assert list(store.iter_jobs(state=JobState.DONE)) == []
 
 
-def test_ttl_stamps_finished_jobs_only(firestore_client, unique: str) -> None:  # type: ignore[no-untyped-def]
+def test_ttl_stamps_finished_jobs_only(firestore_client, unique: str) -> None:
     store = JobStore(firestore_client, f"ttl-{unique}", ttl_days=30)
     done = new_job(store, "done.png")
     assert store.get(done.job_id).expire_at is None  # queued work is never reaped

@@ -1,15 +1,16 @@
-"""The Typer application, its error boundary and the options every cloud command shares."""
+"""The Typer application, its error boundary and the root callback that takes the target options."""
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from healer.cli.errors import report
+from healer.cli.target import Bucket, Collection, Database, Project, Target, TargetCommand, Topic
 
 
 def console() -> Console:
@@ -70,19 +71,22 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# Options shared by the commands that talk to Cloud Storage, Firestore or Pub/Sub.
-Project = Annotated[
-    str | None,
-    typer.Option("--project", help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT, else the local stack)."),
-]
-Bucket = Annotated[
-    str | None, typer.Option("--bucket", help="Inbox bucket (default: $HEALER_BUCKET; terraform output inbox_bucket).")
-]
-Collection = Annotated[
-    str | None, typer.Option("--collection", help="Firestore jobs collection (default: $JOBS_COLLECTION or jobs).")
-]
-Database = Annotated[
-    str | None,
-    typer.Option("--database", help="Firestore database (default: $FIRESTORE_DATABASE or (default))."),
-]
-Topic = Annotated[str | None, typer.Option("--topic", help="Pub/Sub jobs topic (default: $JOBS_TOPIC or jobs).")]
+
+@app.callback()
+def _target(
+    ctx: typer.Context,
+    project: Project = None,
+    bucket: Bucket = None,
+    collection: Collection = None,
+    database: Database = None,
+    topic: Topic = None,
+) -> None:
+    """Build the target every cloud command reads (`healer.cli.target`); refuse it for local ones."""
+    given = Target(project=project, bucket=bucket, collection=collection, database=database, topic=topic)
+    name = ctx.invoked_subcommand
+    command = cast(TyperGroup, ctx.command).get_command(ctx, name) if name else None
+    if given.given() and command is not None and not isinstance(command, TargetCommand):
+        raise typer.BadParameter(
+            f"`healer {name}` works on this machine and takes no target options", param_hint=", ".join(given.given())
+        )
+    ctx.obj = given

@@ -11,15 +11,19 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from healer.cli.app import Bucket, Collection, Database, Project, Topic, app, console
+from healer.cli.app import app, console
 from healer.cli.errors import CliError
 from healer.cli.render import DISCLAIMER
+from healer.cli.target import TargetCommand, target
 from healer_core.schema import Job
+
+if TYPE_CHECKING:
+    from healer.cli.clients import Clients
 
 REF_COLUMNS = ("path", "file", "filename", "image", "object", "name")
 TRUTH_COLUMNS = ("truth", "label", "cancer", "target", "y")
@@ -99,9 +103,9 @@ def roc_png(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _job_ids(labels: list[Label], base: Path, prefix: str, clients: Any, workers: int) -> dict[str, str]:
-    """Label ref -> job id: uploads local files (skipping identical objects), ingests bare objects."""
-    from healer.cli.settings import ingest_importable
+def _job_ids(labels: list[Label], base: Path, prefix: str, clients: Clients, workers: int) -> dict[str, str]:
+    """Label ref -> job id: uploads local files (skipping identical objects), ingests bare objects
+    exactly as the ingest function would (its admission rules and MAX_IMAGE_BYTES)."""
     from healer.cli.uploads import Upload, Uploader, upload_all
 
     settings = clients.settings
@@ -124,26 +128,7 @@ def _job_ids(labels: list[Label], base: Path, prefix: str, clients: Any, workers
             blob = clients.bucket().get_blob(name)
             if blob is None:
                 raise CliError(f"{label.ref}: no such file here nor object in gs://{settings.bucket}")
-            ingest_importable()
-            from healer_ingest.event import StorageObject
-            from healer_ingest.ingest import ingest_object
-
-            obj = StorageObject(
-                bucket=settings.bucket,
-                name=name,
-                generation=int(blob.generation),
-                content_type=blob.content_type or "",
-                size=int(blob.size or 0),
-                crc32c=blob.crc32c or "",
-            )
-            result = ingest_object(
-                obj,
-                event_id="healer-eval",
-                store=clients.store,
-                publisher=clients.publisher,
-                max_image_bytes=50 * 1024 * 1024,
-            )
-            ids[label.ref] = result.job_id
+            ids[label.ref] = clients.ingest_blob(blob, event_id="healer-eval").job_id
         else:
             ids[label.ref] = job.job_id
     if files:
@@ -207,8 +192,9 @@ def _print_report(metrics: dict[str, Any], out_dir: Path) -> None:
     out.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'roc.png'}")
 
 
-@app.command("eval")
+@app.command("eval", cls=TargetCommand)
 def eval_command(
+    ctx: typer.Context,
     labels_csv: Annotated[
         Path,
         typer.Argument(
@@ -223,20 +209,13 @@ def eval_command(
     prefix: Annotated[str | None, typer.Option(help="Object prefix for uploads (default: eval/<csv name>).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for verdicts.")] = 1800.0,
     workers: Annotated[int, typer.Option(help="Parallel uploads.", min=1, max=64)] = 8,
-    project: Project = None,
-    bucket: Bucket = None,
-    collection: Collection = None,
-    database: Database = None,
-    topic: Topic = None,
 ) -> None:
     """Sensitivity, specificity, accuracy, AUROC and a ROC curve on a labelled set of images."""
-    from healer.cli.clients import Clients
     from healer.cli.follow import follow_with_progress
-    from healer.cli.settings import resolve
     from healer.evaluate import evaluate
 
     labels = read_labels(labels_csv)
-    clients = Clients(resolve(project, bucket, collection, topic, database=database))
+    clients = target(ctx).clients()
     ids = _job_ids(
         labels, labels_csv.parent, prefix if prefix is not None else f"eval/{labels_csv.stem}", clients, workers
     )

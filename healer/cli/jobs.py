@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from healer.cli.app import Bucket, Collection, Database, Project, app, console
+from healer.cli.app import app, console
 from healer.cli.errors import CliError
 from healer.cli.render import DISCLAIMER, Format, add_job, job_table, limited, print_table, write_csv, write_json
-from healer.cli.settings import resolve
+from healer.cli.target import TargetCommand, target
 from healer_core.schema import Job, JobState
 
 if TYPE_CHECKING:
@@ -25,10 +25,10 @@ EXIT_FAILED = 1
 EXIT_TIMEOUT = 3
 
 
-@app.command()
+@app.command(cls=TargetCommand)
 def submit(
+    ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive) or globs.")],
-    bucket: Bucket = None,
     prefix: Annotated[str, typer.Option(help="Object name prefix, e.g. batch-7/.")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the jobs live and print the verdicts.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 1800.0,
@@ -36,20 +36,16 @@ def submit(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Reuse objects already uploaded with identical bytes.")
     ] = False,
-    project: Project = None,
-    collection: Collection = None,
-    database: Database = None,
 ) -> None:
     """Upload images; each upload becomes one job. Prints the job id per file.
 
     Exit code with --wait: 0 all done, 1 any job failed, 3 timed out. Ctrl-C stops cleanly:
     every file is either uploaded (its job runs) or not uploaded at all.
     """
-    from healer.cli.clients import Clients
     from healer.cli.uploads import Uploader, collect, upload_all
 
-    settings = resolve(project, bucket, collection, database=database)
-    clients = Clients(settings)
+    clients = target(ctx).clients()
+    settings = clients.settings
     items = collect(paths, prefix)
     clients.bucket()
     out = console()
@@ -106,8 +102,9 @@ def _split_object(obj: str, default_bucket: str | None) -> tuple[str | None, str
     return default_bucket, obj
 
 
-@app.command()
+@app.command(cls=TargetCommand)
 def results(
+    ctx: typer.Context,
     obj: Annotated[
         str | None,
         typer.Argument(metavar="OBJECT", help="Object name, gs://bucket/name or job id: its latest verdict."),
@@ -117,19 +114,14 @@ def results(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.TABLE,
     limit: Annotated[int, typer.Option(help="At most this many jobs (0: all).", min=0)] = 0,
     page_size: Annotated[int, typer.Option(help="Firestore page size; also rows per table.", min=1)] = 300,
-    project: Project = None,
-    bucket: Bucket = None,
-    collection: Collection = None,
-    database: Database = None,
 ) -> None:
     """The latest verdict of one object, or a listing (filtered by --since / --state), paginated."""
-    from healer.cli.clients import Clients
     from healer.cli.when import parse_since
 
     if obj is not None and (since or state):
         raise CliError("give an OBJECT or filters (--since, --state), not both")
-    settings = resolve(project, bucket, collection, need_bucket=False, database=database)
-    store = Clients(settings).store
+    clients = target(ctx).clients(need_bucket=False)
+    settings, store = clients.settings, clients.store
     jobs: Any
     if obj is not None:
         job = store.get(obj) if JOB_ID.match(obj) else None
@@ -192,24 +184,21 @@ class _Watch:
         return Group(table, Text(f"{summary}   (Ctrl-C to stop)", style="dim"))
 
 
-@app.command()
+@app.command(cls=TargetCommand)
 def watch(
+    ctx: typer.Context,
     since: Annotated[str, typer.Option(help="Also show jobs updated this long ago (e.g. 10m, 1h).")] = "10m",
     state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
     rows: Annotated[int, typer.Option(help="Rows shown (most recently updated).", min=1)] = 20,
     timeout: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).", min=0)] = 0,
-    project: Project = None,
-    collection: Collection = None,
-    database: Database = None,
 ) -> None:
     """A live view of jobs as they change (a Firestore listener)."""
     from rich.live import Live
 
-    from healer.cli.clients import Clients
     from healer.cli.when import parse_since
 
-    settings = resolve(project, None, collection, need_bucket=False, database=database)
-    store = Clients(settings).store
+    clients = target(ctx).clients(need_bucket=False)
+    settings, store = clients.settings, clients.store
     view = _Watch(state)
     query = store.query_updated_since(parse_since(since))
     title = f"Jobs in {settings.collection}, live ({DISCLAIMER})"

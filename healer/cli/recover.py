@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from healer.cli.app import Bucket, Collection, Database, Project, Topic, app, console
+from healer.cli.app import app, console
 from healer.cli.errors import CliError
 from healer.cli.render import state_cell
+from healer.cli.target import TargetCommand, target
 from healer_core.schema import Job, JobMessage, JobState
 
 if TYPE_CHECKING:
@@ -48,15 +49,8 @@ def requeue_one(clients: Clients, job_id: str, *, include_failed: bool, stuck_on
             JobState.FAILED: "failed (use --failed or name it)",
         }.get(current.state, "left as is")
         return Outcome(job_id, current.name, str(current.state), reason, False)
-    publish(clients, job)
+    clients.publish(job)
     return Outcome(job_id, job.name, str(before.state), "requeued", True)
-
-
-def publish(clients: Clients, job: Job) -> str:
-    """Publish the job's message to the jobs topic and record it on the job."""
-    message_id = clients.publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
-    clients.store.mark_published(job.job_id, message_id)
-    return message_id
 
 
 def _stuck_candidates(clients: Clients, older_than: timedelta) -> list[tuple[str, bool]]:
@@ -83,25 +77,20 @@ def _outcome_table(outcomes: list[Outcome]) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=TargetCommand)
 def requeue(
+    ctx: typer.Context,
     job_ids: Annotated[list[str] | None, typer.Argument(metavar="JOB", help="Job ids to run again.")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed job.")] = False,
     stuck: Annotated[bool, typer.Option("--stuck", help="Running jobs whose lease expired, old queued jobs.")] = False,
     older_than: Annotated[str, typer.Option(help="With --stuck: queued for at least this long.")] = "15m",
-    project: Project = None,
-    collection: Collection = None,
-    database: Database = None,
-    topic: Topic = None,
 ) -> None:
     """Run jobs again after a fix: back to queued, message republished. A done job is never rerun."""
-    from healer.cli.clients import Clients
-    from healer.cli.settings import resolve
     from healer.cli.when import parse_duration
 
     if sum(bool(x) for x in (job_ids, failed, stuck)) != 1:
         raise CliError("name job ids, or give --failed, or --stuck (one of them)", exit_code=2)
-    clients = Clients(resolve(project, None, collection, topic, need_bucket=False, database=database))
+    clients = target(ctx).clients(need_bucket=False)
     if job_ids:
         plan = [(j, False, True) for j in job_ids]
     elif failed:
@@ -139,14 +128,11 @@ def _pull_all(subscriber: Any, subscription: str, limit: int, immediate: bool) -
     return received
 
 
-@app.command("dead-letters")
+@app.command("dead-letters", cls=TargetCommand)
 def dead_letters(
+    ctx: typer.Context,
     replay: Annotated[bool, typer.Option("--replay", help="Requeue and republish each, then ack it.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many messages.", min=1)] = 1000,
-    project: Project = None,
-    collection: Collection = None,
-    database: Database = None,
-    topic: Topic = None,
 ) -> None:
     """List the dead letters retained by the pull subscription; --replay runs their jobs again.
 
@@ -156,11 +142,8 @@ def dead_letters(
     from google.api_core import exceptions as gexc
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    from healer.cli.clients import Clients
-    from healer.cli.settings import resolve
-
-    settings = resolve(project, None, collection, topic, need_bucket=False, database=database)
-    clients = Clients(settings)
+    clients = target(ctx).clients(need_bucket=False)
+    settings = clients.settings
     subscriber = pubsub_v1.SubscriberClient()
     path = subscriber.subscription_path(settings.project, settings.dead_letter_subscription)
     try:
@@ -205,49 +188,35 @@ def dead_letters(
 def _replay(clients: Clients, message: JobMessage, job: Job | None) -> str:
     """Run a dead letter's job again, unless it is done. Returns what was done."""
     if job is None:  # the dead-letter handler normally records one; make sure the job exists
-        clients.store.create(
-            Job(job_id=message.job_id, bucket=message.bucket, name=message.name, generation=message.generation)
-        )
-        job = clients.store.get(message.job_id)
-        assert job is not None
-        publish(clients, job)
+        _, job = clients.store.create(Job.for_message(message))
+        clients.publish(job)
         return "created and published"
     outcome = requeue_one(clients, message.job_id, include_failed=True, stuck_only=False)
     return outcome.action
 
 
-@app.command()
+@app.command(cls=TargetCommand)
 def reconcile(
+    ctx: typer.Context,
     prefix: Annotated[str | None, typer.Option(help="Only objects under this prefix.")] = None,
     grace: Annotated[
-        float | None, typer.Option(help="Republish queued jobs never published after this many seconds.")
+        float | None,
+        typer.Option(
+            help="Republish queued jobs never published after this many seconds "
+            "(default: $UNPUBLISHED_GRACE_SECONDS or 120, as the reconcile function).",
+            min=0,
+        ),
     ] = None,
-    project: Project = None,
-    bucket: Bucket = None,
-    collection: Collection = None,
-    database: Database = None,
-    topic: Topic = None,
 ) -> None:
-    """Ingest every object in the bucket that has no job (a lost event). Idempotent."""
-    from healer.cli.clients import Clients
-    from healer.cli.settings import ingest_importable, resolve
+    """Ingest every object in the bucket that has no job (a lost event). Idempotent.
 
-    ingest_importable()
-    from healer_ingest.config import IngestSettings
-    from healer_ingest.reconcile import list_objects
-    from healer_ingest.reconcile import reconcile as run_reconcile
-
-    settings = resolve(project, bucket, collection, topic, database=database)
-    clients = Clients(settings)
+    The scheduled reconcile function's own code and settings (MAX_IMAGE_BYTES,
+    UNPUBLISHED_GRACE_SECONDS, STALE_QUEUED_SECONDS), so it also sweeps stuck jobs as that does.
+    """
+    clients = target(ctx).clients()
+    settings = clients.settings
     clients.bucket()
-    ingest = IngestSettings()
-    counts = run_reconcile(
-        list_objects(clients.storage, settings.bucket, prefix),
-        store=clients.store,
-        publisher=clients.publisher,
-        max_image_bytes=ingest.max_image_bytes,
-        unpublished_grace_s=ingest.unpublished_grace_seconds if grace is None else grace,
-    )
+    counts = clients.reconcile(prefix, unpublished_grace_s=grace)
     out = console()
     out.print(f"reconciled gs://{settings.bucket}/{prefix or ''} with {settings.collection}")
     table = Table()

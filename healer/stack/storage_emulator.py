@@ -45,7 +45,7 @@ def _parse_request_with_resumable_alias(self: Any) -> bool:
     return ok
 
 
-server.RequestHandler.parse_request = _parse_request_with_resumable_alias  # type: ignore[method-assign]
+server.RequestHandler.parse_request = _parse_request_with_resumable_alias
 
 if __name__ == "__main__":
     sys.exit(emulator_main())

@@ -54,6 +54,16 @@ class Engine(Protocol):
         """One result per item (PIL images or `prepare` results), in order. Blocking; worker thread."""
         ...
 
+    def probe(self) -> None:
+        """A tiny operation on the model's device, waited for: returns when the device computes,
+        raises (e.g. `DeviceProbeError`) when it fails. Blocking; any thread, also while `predict`
+        runs. A wedged device never returns, so callers run it under a timeout (readiness)."""
+        ...
+
+
+class DeviceProbeError(RuntimeError):
+    """The device answered the health probe with a wrong result."""
+
 
 PREPARE_WORKERS_DEFAULT = 2
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image as PILImage
 from PIL.Image import Image
 
-from inference_service.engine.base import EngineResult, ModelInfo
+from inference_service.engine.base import DeviceProbeError, EngineResult, ModelInfo
 from inference_service.engine.manifest import read_manifest
 from inference_service.engine.prompt import (
     NO_WORDS,
@@ -177,6 +177,7 @@ class TransformersEngine:
         if self._fixed_tokens:
             row = processor(text=[self._prompt], images=[[PILImage.new("RGB", (8, 8))]], return_tensors="pt")
             self._text_row = {k: v for k, v in row.items() if k not in ("pixel_values", "num_crops")}
+        self._probe = DeviceProbe(self._device)
 
     @classmethod
     def load(
@@ -273,6 +274,10 @@ class TransformersEngine:
             )
         return results
 
+    def probe(self) -> None:
+        """A tiny sum on the model's device, waited for (see `DeviceProbe`). Thread-safe; no lock."""
+        self._probe.run()
+
     def _encode(self, items: Sequence[PreparedImage | Image]) -> dict[str, torch.Tensor]:
         if self._fixed_tokens:
             # predict() ran every item through prepare(), which makes PreparedImage in this mode.
@@ -298,6 +303,41 @@ class TransformersEngine:
         logits, new_tokens = explain_generate(self._model, inputs, self._max_new_tokens)
         texts = self._processor.batch_decode(new_tokens, skip_special_tokens=True)
         return logits, texts
+
+
+class DeviceProbe:
+    """Readiness's health check on the model's device: sum 0..15 there and read the result back.
+
+    Microseconds on a healthy device; a wedged GPU hangs (readiness bounds it with a timeout) and a
+    broken one raises or answers wrong. On CUDA it runs on its own high-priority stream, which
+    PyTorch creates non-blocking: the probe neither waits behind the batch on the default stream
+    nor delays it. Its tensors are allocated once, so a probe never asks the allocator for memory.
+    """
+
+    SIZE = 16
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._stream = torch.cuda.Stream(device, priority=-1) if device.type == "cuda" else None
+        self._input = torch.arange(self.SIZE, dtype=torch.float32, device=device)
+        self._output = torch.zeros((), dtype=torch.float32, device=device)
+        if self._stream is not None:
+            torch.cuda.synchronize(device)  # the input is written before any probe stream reads it
+        self._lock = threading.Lock()  # one probe at a time shares the preallocated output
+
+    def run(self) -> None:
+        """Raises DeviceProbeError on a wrong answer; whatever the device raises, unchanged."""
+        expected = float(self.SIZE * (self.SIZE - 1) // 2)
+        with self._lock:  # no grad to track: the probe's tensors never require it
+            if self._stream is None:
+                torch.sum(self._input, dim=0, out=self._output)
+                value = self._output.item()
+            else:
+                with torch.cuda.stream(self._stream):
+                    torch.sum(self._input, dim=0, out=self._output)
+                    value = self._output.item()  # copies back on the probe stream and waits for it
+        if value != expected:
+            raise DeviceProbeError(f"device probe on {self._device}: the sum of 0..{self.SIZE - 1} came back {value}")
 
 
 def verdict_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -17,9 +17,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the model is loaded, warmed up and passed its start-up self-test."""
+    """Readiness: the model is loaded, warmed up and passed its start-up self-test, and its device
+    answers a tiny probe now (a wedged GPU stops being ready)."""
     runtime = request.app.state.runtime
-    if runtime.ready:
+    readiness = await runtime.readiness()
+    if readiness.ready:
         info = runtime.inference.info
         return JSONResponse({"status": "ready", "model_id": info.model_id, "prompt_version": info.prompt_version})
-    return JSONResponse({"status": "starting" if not runtime.failure else "failed", "detail": runtime.failure}, 503)
+    return JSONResponse({"status": readiness.status, "detail": readiness.detail}, 503)

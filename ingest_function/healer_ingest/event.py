@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from google.cloud import storage  # type: ignore[attr-defined]
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 
@@ -35,6 +38,18 @@ class StorageObject(BaseModel):
     def is_folder_marker(self) -> bool:
         """Console-created "folders" are zero-byte objects whose name ends in '/'."""
         return self.name.endswith("/")
+
+
+def object_from_blob(blob: storage.Blob) -> StorageObject:
+    """The object as ingest sees it, from a listed or fetched blob (reconcile, `healer eval`)."""
+    return StorageObject(
+        bucket=blob.bucket.name,
+        name=blob.name,
+        generation=int(blob.generation),
+        content_type=blob.content_type or "",
+        size=int(blob.size or 0),
+        crc32c=blob.crc32c or "",
+    )
 
 
 def parse_object(data: Any) -> StorageObject:

@@ -10,26 +10,25 @@ from cloudevents.http import CloudEvent
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core import logs
-from healer_core.store import JobStore, new_client
+from healer_core.store import JobStore
+from healer_ingest.clients import job_store, jobs_publisher
 from healer_ingest.config import get_settings
 from healer_ingest.event import MalformedEvent, parse_event
 from healer_ingest.ingest import ingest_object
 from healer_ingest.publisher import PubSubPublisher
-from healer_ingest.reconcile import list_objects, reconcile
+from healer_ingest.reconcile import reconcile_bucket
 
 log = logging.getLogger("healer.ingest")
 
 
 @lru_cache(maxsize=1)
 def _store() -> JobStore:
-    s = get_settings()
-    return JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection, s.job_ttl_days)
+    return job_store(get_settings())
 
 
 @lru_cache(maxsize=1)
 def _publisher() -> PubSubPublisher:
-    s = get_settings()
-    return PubSubPublisher(s.project_id, s.jobs_topic, s.publish_timeout_seconds)
+    return jobs_publisher(get_settings())
 
 
 def handle_event(event: CloudEvent) -> None:
@@ -62,12 +61,5 @@ def handle_reconcile(request: Any) -> tuple[dict[str, object], int]:
     bucket = request.args.get("bucket") or body.get("bucket") or s.bucket
     prefix = request.args.get("prefix") or body.get("prefix")
     client = storage.Client(project=s.project_id)
-    counts = reconcile(
-        list_objects(client, bucket, prefix),
-        store=_store(),
-        publisher=_publisher(),
-        max_image_bytes=s.max_image_bytes,
-        unpublished_grace_s=s.unpublished_grace_seconds,
-        stale_queued_s=s.stale_queued_seconds,
-    )
+    counts = reconcile_bucket(client, bucket, prefix, store=_store(), publisher=_publisher(), settings=s)
     return {"bucket": bucket, "counts": dict(counts)}, 200

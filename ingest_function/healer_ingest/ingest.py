@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from healer_core.ids import job_id_for
-from healer_core.schema import Job, JobMessage, JobState
+from healer_core.schema import Job, JobState
 from healer_core.store import JobStore
 from healer_ingest.admission import rejection
 from healer_ingest.event import StorageObject
-from healer_ingest.publisher import Publisher
+from healer_ingest.publisher import Publisher, publish_job
 
 log = logging.getLogger("healer.ingest")
 
@@ -65,10 +65,7 @@ def ingest_object(
     if stored.published_at is not None or stored.state != JobState.QUEUED:
         log.info("duplicate event acknowledged", extra={"job_id": job_id, "state": str(stored.state)})
         return IngestResult(Outcome.DUPLICATE, job_id)
-    message_id = publisher.publish(
-        JobMessage(job_id=job_id, bucket=obj.bucket, name=obj.name, generation=obj.generation)
-    )
-    store.mark_published(job_id, message_id)
+    message_id = publish_job(store, publisher, job)
     outcome = Outcome.QUEUED if created else Outcome.REPUBLISHED
     log.info("job published", extra={"job_id": job_id, "outcome": str(outcome), "message_id": message_id})
     return IngestResult(outcome, job_id)

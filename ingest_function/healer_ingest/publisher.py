@@ -1,4 +1,4 @@
-"""Publishing job messages to Pub/Sub."""
+"""Publishing job messages to Pub/Sub, and recording on the job that its message went out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Protocol
 
 from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-from healer_core.schema import JobMessage
+from healer_core.schema import Job, JobMessage
+from healer_core.store import JobStore
 
 
 class Publisher(Protocol):
@@ -26,3 +27,14 @@ class PubSubPublisher:
     def publish(self, message: JobMessage) -> str:
         future = self._client.publish(self._topic, message.to_data(), **message.attributes())
         return str(future.result(timeout=self._timeout))
+
+
+def publish_job(store: JobStore, publisher: Publisher, job: Job) -> str:
+    """Publish `job`'s message, then record the publish on the job. Returns the message id.
+
+    The one way a job's message goes out: ingest, reconcile, the sweep and the CLI's requeue and
+    dead-letter replay all call it, so "published_at is set" always means "the server acked it".
+    """
+    message_id = publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
+    store.mark_published(job.job_id, message_id)
+    return message_id

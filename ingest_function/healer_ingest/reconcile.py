@@ -19,11 +19,12 @@ from itertools import islice
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.ids import job_id_for
-from healer_core.schema import Job, JobMessage, JobState
+from healer_core.schema import JobState
 from healer_core.store import JobStore, utcnow
-from healer_ingest.event import StorageObject
+from healer_ingest.config import IngestSettings
+from healer_ingest.event import StorageObject, object_from_blob
 from healer_ingest.ingest import Outcome, ingest_object
-from healer_ingest.publisher import Publisher
+from healer_ingest.publisher import Publisher, publish_job
 
 log = logging.getLogger("healer.reconcile")
 
@@ -31,14 +32,30 @@ log = logging.getLogger("healer.reconcile")
 def list_objects(client: storage.Client, bucket: str, prefix: str | None = None) -> Iterator[StorageObject]:
     """Every live object (current generation) in the bucket, as ingest sees it."""
     for blob in client.list_blobs(bucket, prefix=prefix):
-        yield StorageObject(
-            bucket=bucket,
-            name=blob.name,
-            generation=int(blob.generation),
-            content_type=blob.content_type or "",
-            size=int(blob.size or 0),
-            crc32c=blob.crc32c or "",
-        )
+        yield object_from_blob(blob)
+
+
+def reconcile_bucket(
+    client: storage.Client,
+    bucket: str,
+    prefix: str | None,
+    *,
+    store: JobStore,
+    publisher: Publisher,
+    settings: IngestSettings,
+) -> Counter[str]:
+    """`reconcile` over one bucket (or prefix) with the limits and grace periods of `settings`.
+
+    The scheduled reconcile function and `healer reconcile` both run this, so they cannot drift.
+    """
+    return reconcile(
+        list_objects(client, bucket, prefix),
+        store=store,
+        publisher=publisher,
+        max_image_bytes=settings.max_image_bytes,
+        unpublished_grace_s=settings.unpublished_grace_seconds,
+        stale_queued_s=settings.stale_queued_seconds,
+    )
 
 
 def _chunks(items: Iterable[StorageObject], size: int) -> Iterator[list[StorageObject]]:
@@ -55,7 +72,7 @@ def reconcile(
     max_image_bytes: int,
     unpublished_grace_s: float,
     sweep: bool = True,
-    stale_queued_s: float = 3600.0,
+    stale_queued_s: float,
 ) -> Counter[str]:
     """Ingest objects with no job; republish stale unpublished jobs; then (`sweep`) requeue and
     republish stuck jobs across the collection. Returns counts by outcome."""
@@ -81,7 +98,7 @@ def reconcile(
                 and job.created_at is not None
                 and job.created_at < cutoff
             ):
-                _republish(store, publisher, job)
+                publish_job(store, publisher, job)
                 counts[str(Outcome.REPUBLISHED)] += 1
             else:
                 counts["ok"] += 1
@@ -91,11 +108,6 @@ def reconcile(
         )
     log.info("reconcile finished", extra={"counts": dict(counts)})
     return counts
-
-
-def _republish(store: JobStore, publisher: Publisher, job: Job) -> None:
-    message_id = publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
-    store.mark_published(job.job_id, message_id)
 
 
 def sweep_stuck(
@@ -115,7 +127,7 @@ def sweep_stuck(
             continue
         if store.requeue(job.job_id, stuck_only=True) is None:
             continue  # finished or leased again meanwhile
-        _republish(store, publisher, job)
+        publish_job(store, publisher, job)
         log.warning("stuck job requeued", extra={"job_id": job.job_id, "attempts": job.attempts})
         counts["requeued_stuck"] += 1
     unpublished_cutoff = now - timedelta(seconds=unpublished_grace_s)
@@ -129,6 +141,6 @@ def sweep_stuck(
             counts["republished_stale"] += 1
         else:
             continue
-        _republish(store, publisher, job)
+        publish_job(store, publisher, job)
         log.warning("queued job republished", extra={"job_id": job.job_id})
     return counts

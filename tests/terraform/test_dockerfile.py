@@ -110,7 +110,7 @@ def test_runtime_is_non_root_offline_cuda(instructions: list[Instruction]) -> No
 def test_layers_ordered_for_fast_code_rebuilds(instructions: list[Instruction]) -> None:
     final = final_stage(instructions)
 
-    def index(pred) -> int:  # type: ignore[no-untyped-def]
+    def index(pred) -> int:
         return next(n for n, i in enumerate(final) if pred(i))
 
     weights = index(lambda i: i.keyword == "COPY" and "/models/" in i.args)

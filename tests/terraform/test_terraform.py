@@ -101,7 +101,7 @@ def _roles_of(tf: Module, body: dict) -> set[str]:
     if role.startswith("roles/"):
         return {role}
     assert role == "${each.value}", f"unexpected role expression {role!r}"
-    local = re.search(r"local\.(\w+)", body["for_each"]).group(1)  # type: ignore[union-attr]
+    local = re.search(r"local\.(\w+)", body["for_each"]).group(1)
     return set(ROLE_RE.findall(tf.locals[local]))
 
 
