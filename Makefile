@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml ingest_function/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[model,dev]"
+	$(PIP) install -q -e ".[model,dev,slide]"
 	touch $@
 
 venv: $(STAMP) ## create .venv with everything (idempotent)
