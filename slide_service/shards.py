@@ -1,11 +1,11 @@
 """Tiles into shard objects, streaming: shard n holds tiles [n * SHARD_TILES, (n + 1) * SHARD_TILES)
 of the plan, and only one shard's JPEG bytes (per worker) are in memory at a time.
 
-A shard is also the unit of parallelism: `parallel_shards` builds shards in worker processes
-(each opens the slide itself: an OpenSlide handle cannot cross processes) with a bounded number
-in flight, and yields them in order, so memory stays flat however slow the consumer (an upload)
-is. One process is what Cloud Run's first vCPU does; more processes scale tiles/s with cores
-(make bench-slide measures it).
+`parallel_shards` spreads the tile reads over worker processes (each opens the slide itself: an
+OpenSlide handle cannot cross processes; OpenSlide and JPEG coding hold the GIL-free part only
+partly, so threads would not scale), a few tiles per task with a bounded number in flight, and
+packs and yields the shards in order, so memory stays flat however slow the consumer (an upload)
+is. make bench-slide measures tiles/s with 1 and 2 processes.
 """
 
 from __future__ import annotations
@@ -60,12 +60,14 @@ def iter_shards(slide: Slide, plan: TilePlan, job_id: str, shard_tiles: int, qua
 
 # --- worker processes ------------------------------------------------------------------------
 
+# Tiles per task handed to a worker: small enough to balance two workers on a biopsy's few
+# dozen tiles, large enough that the round trip per task is noise next to ~0.1 s per tile.
+CHUNK_TILES = 4
+
 
 @dataclass(frozen=True)
 class _Job:
     plan: TilePlan
-    job_id: str
-    shard_tiles: int
     quality: int
 
 
@@ -73,15 +75,15 @@ _worker: tuple[Slide, _Job] | None = None
 
 
 def _init_worker(path: str, limits: SlideLimits, job: _Job) -> None:
-    # The plan travels once per worker, not once per shard (20,000 tiles pickle to megabytes).
+    # The plan travels once per worker, not once per task (20,000 tiles pickle to megabytes).
     global _worker
     _worker = (open_slide(Path(path), limits), job)
 
 
-def _build_in_worker(n: int) -> ShardBlob:
+def _encode_in_worker(start: int, stop: int) -> list[bytes]:
     assert _worker is not None, "worker not initialised"
     slide, job = _worker
-    return build_shard(slide, job.plan, job.job_id, n, job.shard_tiles, job.quality)
+    return [encode_tile(read_tile(slide, job.plan, tile), job.quality) for tile in job.plan.tiles[start:stop]]
 
 
 def parallel_shards(
@@ -93,17 +95,33 @@ def parallel_shards(
     quality: int,
     processes: int,
 ) -> Iterator[ShardBlob]:
-    """Every shard of the plan, in order, built by `processes` worker processes with at most
-    two shards per process in flight. A worker's SlideRejected re-raises here."""
-    total = shard_count(plan, shard_tiles)
-    job = _Job(plan, job_id, shard_tiles, quality)
+    """Every shard of the plan, in order, with tiles read and encoded by `processes` worker
+    processes (CHUNK_TILES tiles per task, at most two tasks per process in flight) and packed
+    here. Memory: one shard's JPEG bytes plus the tasks in flight. A worker's SlideRejected
+    re-raises here."""
+    total = len(plan.tiles)
+    chunks = [(start, min(start + CHUNK_TILES, total)) for start in range(0, total, CHUNK_TILES)]
     # spawn, not fork: the parent holds OpenSlide (and maybe threads); a forked copy of them is unsafe.
     context = multiprocessing.get_context("spawn")
+    job = _Job(plan, quality)
     with ProcessPoolExecutor(processes, context, initializer=_init_worker, initargs=(str(path), limits, job)) as pool:
-        pending: deque[Future[ShardBlob]] = deque()
-        submitted = 0
-        while submitted < total or pending:
-            while submitted < total and len(pending) < 2 * processes:
-                pending.append(pool.submit(_build_in_worker, submitted))
-                submitted += 1
-            yield pending.popleft().result()
+        pending: deque[Future[list[bytes]]] = deque()
+        next_chunk = 0
+        encoded: list[bytes] = []
+        n = 0
+        while next_chunk < len(chunks) or pending:
+            while next_chunk < len(chunks) and len(pending) < 2 * processes:
+                pending.append(pool.submit(_encode_in_worker, *chunks[next_chunk]))
+                next_chunk += 1
+            encoded.extend(pending.popleft().result())
+            done = n * shard_tiles + len(encoded)
+            while len(encoded) >= shard_tiles or (encoded and done == total):
+                batch, encoded = encoded[:shard_tiles], encoded[shard_tiles:]
+                yield _pack(plan, job_id, n, shard_tiles, batch)
+                n += 1
+
+
+def _pack(plan: TilePlan, job_id: str, n: int, shard_tiles: int, jpegs: list[bytes]) -> ShardBlob:
+    tiles = shard_tiles_of(plan, shard_tiles, n)
+    data = encode_shard(job_id, n, plan.tile_px, list(zip(tiles, jpegs, strict=True)))
+    return ShardBlob(n, shard_object_name(job_id, n), tiles, data)

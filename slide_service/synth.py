@@ -28,6 +28,8 @@ import tifffile
 from numpy.typing import NDArray
 from PIL import Image
 
+# Bump when the generated pixels change, so caches of generated slides (make bench-slide) renew.
+VERSION = 1
 TUMOR = "tumor"
 NORMAL = "normal"
 # TIFF tile edge; 256 is what Aperio and most scanners write.

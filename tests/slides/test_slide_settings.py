@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,8 +11,8 @@ from slide_service.settings import SlideSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TILE_MPP", "TILE_PX", "MIN_TISSUE", "SHARD_TILES", "SLIDE_TOP_K", "THRESHOLD"):
-        monkeypatch.delenv(name, raising=False)
+    for field in SlideSettings.model_fields.values():
+        monkeypatch.delenv(str(field.validation_alias), raising=False)
     s = SlideSettings()
     assert (s.tile_mpp, s.tile_px, s.min_tissue, s.shard_tiles, s.slide_top_k) == (1.0, 896, 0.25, 64, 8)
     assert (s.tissue_mpp, s.assumed_mpp, s.max_slide_tiles, s.max_slide_bytes) == (8.0, 0.25, 20_000, 10**10)
@@ -45,3 +47,11 @@ def test_what_cannot_work_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, en
     with pytest.raises(ValidationError) as info:
         SlideSettings()
     assert named in str(info.value)
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, field in SlideSettings.model_fields.items():
+        alias = field.validation_alias
+        assert isinstance(alias, str), name
+        assert f"`{alias}`" in readme, f"{alias} is not in README's configuration tables"
