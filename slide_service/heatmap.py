@@ -91,7 +91,7 @@ def _with_colour_bar(overlay: Image.Image, threshold: float) -> Image.Image:
     label_w = font_size * 4
     canvas = Image.new("RGB", (overlay.width + pad + bar_w + pad + label_w, height), (255, 255, 255))
     canvas.paste(overlay, (0, 0))
-    top, bottom = pad + font_size, height - pad
+    top, bottom = pad + 2 * font_size, height - pad - font_size // 2
     if bottom - top < 10:  # a sliver of a slide: no room for a bar, the overlay alone
         return overlay
     ramp = np.linspace(1.0, 0.0, bottom - top, dtype=np.float32)  # p_yes 1 at the top
