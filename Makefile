@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml ingest_function/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[model,dev]"
+	$(PIP) install -q -e ".[model,dev,slide]"
 	touch $@
 
 venv: $(STAMP) ## create .venv with everything (idempotent)
@@ -42,7 +42,7 @@ down: ## stop exactly what `make up` started
 status: $(STAMP) ## show the local stack's processes
 	$(PY) -m healer.stack status
 
-TYPED := healer_core healer_media ingest_function/healer_ingest inference_service healer console/backend tests
+TYPED := healer_core healer_media ingest_function/healer_ingest inference_service slide_service healer console/backend tests
 
 lint: $(STAMP) ## ruff (lint and format) and mypy
 	$(PY) -m ruff check .

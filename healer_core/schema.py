@@ -47,15 +47,17 @@ class ErrorCode(StrEnum):
     ENGINE_ERROR = "engine_error"
     DOWNLOAD_FAILED = "download_failed"
     BUSY = "busy"
+    # Whole-slide images (slide_service/): all permanent.
     UNREADABLE_SLIDE = "unreadable_slide"
     UNSUPPORTED_SLIDE = "unsupported_slide"
     NO_TISSUE = "no_tissue"
+    BAD_SHARD = "bad_shard"
 
 
 ERROR_DESCRIPTIONS: dict[str, str] = {
     ErrorCode.NOT_AN_IMAGE: "The file is not an image (its content is not PNG, JPEG, TIFF or WebP).",
     ErrorCode.EMPTY: "The file is empty (zero bytes).",
-    ErrorCode.TOO_LARGE: "The file is larger than the configured limit.",
+    ErrorCode.TOO_LARGE: "The file is larger than the configured limit (for a slide: bytes, pixels or tissue tiles).",
     ErrorCode.DECOMPRESSION_BOMB: "The image claims more pixels than is safe to decode.",
     ErrorCode.TRUNCATED: "The image file is truncated or corrupt.",
     ErrorCode.TOO_MANY_FRAMES: "The image has more frames or pages than allowed.",
@@ -65,9 +67,13 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     ErrorCode.ENGINE_ERROR: "The model failed on this image.",
     ErrorCode.DOWNLOAD_FAILED: "The image could not be downloaded.",
     ErrorCode.BUSY: "The service was busy; the job will be retried.",
-    ErrorCode.UNREADABLE_SLIDE: "The slide file is truncated or corrupt.",
-    ErrorCode.UNSUPPORTED_SLIDE: "The slide's format cannot be read (or is a multi-file format).",
-    ErrorCode.NO_TISSUE: "No tissue was found on the slide.",
+    ErrorCode.UNREADABLE_SLIDE: "The whole-slide image is truncated or corrupt: OpenSlide cannot read it.",
+    ErrorCode.UNSUPPORTED_SLIDE: (
+        "The file is not a whole-slide format that can be read here (unknown format, a non-tiled image,"
+        " or a multi-file format such as MIRAX or DICOM that needs its companion files)."
+    ),
+    ErrorCode.NO_TISSUE: "No tissue was found on the slide (no tile reaches the minimum tissue fraction).",
+    ErrorCode.BAD_SHARD: "A tile shard written by the slide service failed validation (an internal fault).",
 }
 
 

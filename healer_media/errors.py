@@ -2,6 +2,8 @@
 
     HealerError
     ├── ImageRejected(code)      permanent: the bytes are not a usable image → job failed, 2xx
+    ├── SlideRejected(code)      permanent: the file is not a usable whole-slide image → job failed
+    ├── ShardRejected(reason)    permanent: a tile shard failed validation (code bad_shard)
     ├── ObjectGone               permanent: the generation no longer exists  → job failed, 2xx
     ├── TransientError           retry: storage 5xx, timeouts, engine faults → lease released, 503
     └── Busy                     backpressure: batcher full                   → 429
@@ -29,6 +31,33 @@ class ImageRejected(HealerError):
 
     def as_job_error(self) -> JobError:
         return JobError(code=self.code, message=self.message, retryable=False)
+
+
+class SlideRejected(HealerError):
+    """The uploaded file cannot become a slide verdict (unreadable_slide, unsupported_slide,
+    no_tissue, too_large). Never retried: the same bytes fail the same way."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_job_error(self) -> JobError:
+        return JobError(code=self.code, message=self.message, retryable=False)
+
+
+class ShardRejected(HealerError):
+    """A shard object failed validation. `reason` says which check (e.g. `not_a_tar`,
+    `manifest`, `tile_count`, `bad_tile`); the job error code is always `bad_shard`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.code = ErrorCode.BAD_SHARD
+        self.reason = reason
+        self.message = message
+
+    def as_job_error(self) -> JobError:
+        return JobError(code=self.code, message=f"{self.reason}: {self.message}", retryable=False)
 
 
 class ObjectGone(HealerError):

@@ -12,7 +12,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from healer_core.answer import Answer
+# The answer rule lives in healer_core (the slide service applies it too); re-exported here.
+from healer_core.answer import Answer, answer_from_p_yes
 
 PROMPT_VERSION = "crc-v1"
 
@@ -84,18 +85,6 @@ def parse_generated(text: str | None) -> ParsedText:
     if has_yes != has_no:
         return ParsedText("yes" if has_yes else "no", sentence)
     return ParsedText("indeterminate", sentence)
-
-
-def answer_from_p_yes(p_yes: float | None, threshold: float = 0.5, band: float = 0.1) -> Answer:
-    """yes above the threshold, no below it, indeterminate within `band` of it (or without p_yes).
-
-    `band` is a half-width: with threshold 0.5 and band 0.1, 0.4 < p_yes < 0.6 is indeterminate.
-    """
-    if p_yes is None or not math.isfinite(p_yes):
-        return "indeterminate"
-    if abs(p_yes - threshold) < band - 1e-9:  # tolerance: 0.6 - 0.5 is 0.0999… in binary
-        return "indeterminate"
-    return "yes" if p_yes >= threshold else "no"
 
 
 def decide(p_yes: float | None, parsed: ParsedText | None, threshold: float, band: float) -> Answer:

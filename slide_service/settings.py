@@ -1,0 +1,72 @@
+"""The slide service's configuration: one pydantic-settings class, built once and passed down.
+
+Every value that cannot work is refused when the settings are built (at start-up), with the
+environment variable named in the message, rather than failing on the first slide.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SlideSettings(BaseSettings):
+    """Tiling, tissue, shard, budget and aggregation knobs of the slide path (names as documented)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    # Tile geometry: the model sees TILE_PX x TILE_PX pixels at TILE_MPP micrometres per pixel.
+    tile_mpp: float = Field(default=1.0, gt=0.0, le=16.0, validation_alias="TILE_MPP")
+    tile_px: int = Field(default=896, ge=64, le=4096, validation_alias="TILE_PX")
+    # Tissue detection: the mask is computed at about TISSUE_MPP µm/px; a tile is kept when at
+    # least MIN_TISSUE of its area is tissue.
+    tissue_mpp: float = Field(default=8.0, gt=0.0, le=64.0, validation_alias="TISSUE_MPP")
+    min_tissue: float = Field(default=0.25, gt=0.0, le=1.0, validation_alias="MIN_TISSUE")
+    # A slide without (plausible) MPP metadata is assumed to be scanned at this resolution (40X).
+    assumed_mpp: float = Field(default=0.25, gt=0.0, le=16.0, validation_alias="SLIDE_ASSUMED_MPP")
+
+    # Shards: tiles per shard object, and the JPEG quality of the tiles inside.
+    shard_tiles: int = Field(default=64, ge=1, le=1024, validation_alias="SHARD_TILES")
+    shard_jpeg_quality: int = Field(default=90, ge=50, le=100, validation_alias="SHARD_JPEG_QUALITY")
+
+    # Budgets: bytes of the file, pixels of level 0, tissue tiles kept. Over any: too_large.
+    max_slide_bytes: int = Field(default=10 * 1000**3, ge=1, validation_alias="MAX_SLIDE_BYTES")
+    max_slide_pixels: int = Field(default=40_000_000_000, ge=1, validation_alias="MAX_SLIDE_PIXELS")
+    max_slide_tiles: int = Field(default=20_000, ge=1, validation_alias="MAX_SLIDE_TILES")
+
+    # Aggregation (docs/SLIDES.md): the slide score is the mean p_yes of the SLIDE_TOP_K highest
+    # tiles; the answer uses the same THRESHOLD / INDETERMINATE_BAND as single images.
+    slide_top_k: int = Field(default=8, ge=1, le=1024, validation_alias="SLIDE_TOP_K")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0, validation_alias="THRESHOLD")
+    indeterminate_band: float = Field(default=0.1, ge=0.0, le=0.5, validation_alias="INDETERMINATE_BAND")
+
+    # Artifacts: the longest side of the thumbnail the heatmap is drawn over.
+    heatmap_max_px: int = Field(default=2048, ge=128, le=16384, validation_alias="HEATMAP_MAX_PX")
+
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _tiles_resolve_against_the_mask(self) -> SlideSettings:
+        # A tile's tissue fraction is read off the mask: a tile narrower than a few mask pixels
+        # would be judged on one or two pixels, i.e. by chance.
+        tile_um = self.tile_px * self.tile_mpp
+        if tile_um < 4 * self.tissue_mpp:
+            raise ValueError(
+                f"TILE_PX x TILE_MPP = {tile_um:g} µm is under 4 mask pixels of TISSUE_MPP = {self.tissue_mpp:g} µm:"
+                " lower TISSUE_MPP or raise TILE_PX / TILE_MPP"
+            )
+        # The rule must be able to answer yes and no at all.
+        if self.threshold + self.indeterminate_band > 1.0 or self.threshold - self.indeterminate_band < 0.0:
+            raise ValueError(
+                f"THRESHOLD ± INDETERMINATE_BAND ({self.threshold:g} ± {self.indeterminate_band:g}) leaves [0, 1]:"
+                " a slide could never answer yes or no"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> SlideSettings:
+    """The process-wide settings, read from the environment once."""
+    return SlideSettings()
