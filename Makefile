@@ -22,8 +22,8 @@ TEST_DEPS :=
 .PHONY: help venv demo up down status test test-fast lint typecheck clean
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)$$/\1\t\2/' \
-		| awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z0-9_-]+):.*## (.*)$$/\1\t\2/' \
+		| awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
 
 # The lock, then the project itself without dependencies and without an isolated build environment
 # (its build backend, setuptools, comes from the lock too), then a consistency check.

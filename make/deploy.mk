@@ -38,6 +38,11 @@ HF_SECRET := $(or $(HF_SECRET_FROM_ENV),healer-hf-token)
 CONSOLE_SERVICE_NAME := $(or $(CONSOLE_SERVICE_NAME_FROM_ENV),healer-console)
 TFVARS := envs/$(ENV).tfvars
 TF_STATE_PREFIX := healer/$(ENV)
+ifneq ($(and $(filter deploy,$(MAKECMDGOALS)),$(filter $(ENV),$(PROMOTE_ONLY_ENVS))),)
+ifeq ($(FORCE_BUILD),)
+$(error $(ENV) runs only images another environment ran: make promote ENV=$(ENV) FROM=staging (FORCE_BUILD=1 to build anyway))
+endif
+endif
 endif
 
 # Without ENV: the seed's names (and variables.tf's defaults).
@@ -59,6 +64,8 @@ IMAGE_REPO = $(REGION)-docker.pkg.dev/$(PROJECT_ID)/$(REPOSITORY_NAME)
 BUILD_STAGING = gs://$(PROJECT_ID)-$(NAME_PREFIX)-build/source
 # The Cloud Build account of a stage (terraform/build.tf): ci, image or deploy.
 BUILD_SA = projects/$(PROJECT_ID)/serviceAccounts/$(NAME_PREFIX)-$(1)@$(PROJECT_ID).iam.gserviceaccount.com
+# Not spelled $(MAKE): make runs lines naming it even under -n, and these lines submit builds.
+SUBMAKE = $(MAKE) --no-print-directory
 SUBMIT = gcloud builds submit . --project="$(PROJECT_ID)" --region="$(REGION)" --gcs-source-staging-dir="$(BUILD_STAGING)"
 
 # Every variable make knows, on every terraform command (apply, destroy, bootstrap): an apply
@@ -136,13 +143,11 @@ digest_of = $$(gcloud artifacts docker images describe "$(IMAGE_REPO)/$(1):$(TAG
 	--format='value(image_summary.digest)')
 
 deploy: deploy-check ## tests, then images, then terraform apply of their digests: three builds, three accounts
-	@if [ -n "$(ENV)" ] && echo " $(PROMOTE_ONLY_ENVS) " | grep -q " $(ENV) " && [ -z "$(FORCE_BUILD)" ]; then \
-		echo "$(ENV) runs only images another environment ran: make promote ENV=$(ENV) FROM=staging (FORCE_BUILD=1 to build anyway)" >&2; exit 2; fi
-	$(MAKE) --no-print-directory cloud-test
-	$(MAKE) --no-print-directory build TAG=$(TAG)
+	$(SUBMAKE) cloud-test
+	$(SUBMAKE) build TAG=$(TAG)
 	image=$(call digest_of,healer-inference) && console=$(call digest_of,healer-console) && \
 	test -n "$$image" && test -n "$$console" && \
-	$(MAKE) --no-print-directory apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$$image" \
+	$(SUBMAKE) apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$$image" \
 		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$$console"
 
 apply-images: deploy-check ## Cloud Build: terraform apply of IMAGE and CONSOLE_IMAGE (by digest), as the deploy account
@@ -172,5 +177,5 @@ promote: deploy-check ## ENV=<target> FROM=<source>: deploy the image digests FR
 	echo "promoting $$image and $$console from $(FROM) to $(ENV)"; \
 	$(SUBMIT) --config=cloudbuild/promote.yaml --service-account="$(call BUILD_SA,image)" \
 		--substitutions="_REGION=$(REGION),_REPOSITORY_NAME=$(REPOSITORY_NAME),_FROM_IMAGE=$$image,_FROM_CONSOLE_IMAGE=$$console,_TAG=promoted-$(TAG)" && \
-	$(MAKE) --no-print-directory apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$${image##*@}" \
+	$(SUBMAKE) apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$${image##*@}" \
 		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$${console##*@}"

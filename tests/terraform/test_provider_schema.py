@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def _schema_module() -> Any:
     spec = importlib.util.spec_from_file_location("provider_schema", REPO / "scripts" / "provider_schema.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
