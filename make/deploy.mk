@@ -175,7 +175,8 @@ promote: deploy-check ## ENV=<target> FROM=<source>: deploy the image digests FR
 	image=$(call running_image,$(FROM_SERVICE)) && console=$(call running_image,$(FROM_CONSOLE)) && \
 	test -n "$$image" && test -n "$$console" || { echo "$(FROM) serves no settled digest-pinned revision" >&2; exit 2; }; \
 	echo "promoting $$image and $$console from $(FROM) to $(ENV)"; \
-	$(SUBMIT) --config=cloudbuild/promote.yaml --service-account="$(call BUILD_SA,image)" \
+	gcloud builds submit --no-source --project="$(PROJECT_ID)" --region="$(REGION)" \
+		--config=cloudbuild/promote.yaml --service-account="$(call BUILD_SA,image)" \
 		--substitutions="_REGION=$(REGION),_REPOSITORY_NAME=$(REPOSITORY_NAME),_FROM_IMAGE=$$image,_FROM_CONSOLE_IMAGE=$$console,_TAG=promoted-$(TAG)" && \
 	$(SUBMAKE) apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$${image##*@}" \
 		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$${console##*@}"
