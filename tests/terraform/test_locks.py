@@ -157,8 +157,8 @@ def test_drift_is_detected() -> None:
     # that excludes the locked version. Each must be reported.
     lock = next(lk for lk in LOCKING.LOCKS if lk.output == "requirements/dev.txt")
     entries = parse_lock((REPO / lock.output).read_text())
-    added = drift(lock, declared(lock, ("openslide-python>=1.3",)), entries)
-    assert added == ["openslide-python>=1.3 is declared but not locked"]
+    added = drift(lock, declared(lock, ("healer-not-yet-locked>=1.3",)), entries)
+    assert added == ["healer-not-yet-locked>=1.3 is declared but not locked"]
     wanted = declared(lock)
     pillow = wanted["pillow"][0]
     wanted["pillow"] = (Requirement(f"pillow<{entries['pillow'].version}"), wanted["pillow"][1])
