@@ -8,8 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The CPU wheel on this machine; the inference image installs a CUDA build instead.
-TORCH_SPEC ?= torch==2.13.0
+# Everything the venv installs is pinned with hashes in requirements/dev.txt (`make lock` writes
+# it from pyproject.toml and requirements/dev.in), including the CPU torch 2.13.0+cpu: the pip
+# config of the project's machines finds it in /opt/wheels; elsewhere pass
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu. The image installs a CUDA build instead.
+LOCK := requirements/dev.txt
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -19,13 +22,16 @@ TEST_DEPS :=
 .PHONY: help venv demo up down status test test-fast lint typecheck clean
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z0-9_-]+):.*## (.*)$$/\1\t\2/' \
+		| awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml ingest_function/requirements.txt
+# The lock, then the project itself without dependencies and without an isolated build environment
+# (its build backend, setuptools, comes from the lock too), then a consistency check.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[model,dev,slide]"
+	$(PIP) install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $@
 
 venv: $(STAMP) ## create .venv with everything (idempotent)

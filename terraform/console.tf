@@ -5,7 +5,10 @@
 #   "iap"      Identity-Aware Proxy enabled directly on the Cloud Run service (no load balancer).
 #              Users sign in with their Google identity; var.console_access_member gets
 #              roles/iap.httpsResourceAccessor, and only IAP's service agent may invoke the service.
-#              Needs the project to be in an organization, and identities from that organization.
+#              In an organization, IAP's Google-managed OAuth client admits that organization's
+#              identities. A project without an organization needs its OAuth consent screen set up
+#              once by hand (docs/DEPLOY.md, "The console"); the deploy account then also holds the
+#              IAP settings and OAuth config roles (build.tf).
 #   "invoker"  No IAP: var.console_access_member gets roles/run.invoker and reaches the console
 #              through `gcloud run services proxy <service> --region <region>` (an authenticated
 #              tunnel to http://localhost:8080), as docs/CONSOLE.md describes.
@@ -255,6 +258,7 @@ resource "google_cloud_run_v2_service" "console" {
 
 # Why (IAP): IAP forwards authenticated requests with its own identity; Cloud Run's IAM check
 # must admit IAP's agent, and only it.
+# The agent was created by google_project_service_identity.iap in this apply: wait for it.
 resource "google_cloud_run_v2_service_iam_member" "iap_invokes_console" {
   count = local.console_iap
 
@@ -263,6 +267,8 @@ resource "google_cloud_run_v2_service_iam_member" "iap_invokes_console" {
   name     = google_cloud_run_v2_service.console.name
   role     = "roles/run.invoker"
   member   = local.iap_agent
+
+  depends_on = [time_sleep.agent_iam_propagation]
 }
 
 # Why (IAP): the lab group may pass IAP for this one service.

@@ -70,9 +70,13 @@ output "hf_token_secret" {
   value       = google_secret_manager_secret.hf_token.secret_id
 }
 
-output "build_service_account" {
-  description = "Service account Cloud Build runs as (make deploy passes it to gcloud builds submit)."
-  value       = google_service_account.build.email
+output "build_service_accounts" {
+  description = "Service accounts of the three Cloud Build stages (make deploy passes each to gcloud builds submit): ci runs the tests, image_build builds and pushes, deploy applies Terraform."
+  value = {
+    ci          = google_service_account.ci.email
+    image_build = google_service_account.image_build.email
+    deploy      = google_service_account.deploy.email
+  }
 }
 
 output "build_staging_bucket" {
@@ -85,7 +89,20 @@ output "upload_command" {
   value       = "gcloud storage cp FILE gs://${google_storage_bucket.inbox.name}/"
 }
 
+# Every word is shell-safe (ids are validated), so the command works pasted and as
+# `$(terraform output -raw results_command)`: a substitution passes quotes through literally, and
+# "(default)" would need them, so --database is named only for a named database (the CLI's own
+# default is "(default)").
+locals {
+  results_command = join(" ", compact([
+    "healer results --project ${var.project_id}",
+    "--bucket ${local.inbox_bucket_name}",
+    "--collection ${var.jobs_collection}",
+    var.firestore_database == "(default)" ? "" : "--database ${var.firestore_database}",
+  ]))
+}
+
 output "results_command" {
-  description = "How to read verdicts."
-  value       = "healer results --project ${var.project_id} --bucket ${google_storage_bucket.inbox.name} --database '${google_firestore_database.main.name}' --collection ${var.jobs_collection}"
+  description = "How to read verdicts (the healer CLI from `make venv`); shell-safe, also as $(terraform output -raw results_command)."
+  value       = local.results_command
 }

@@ -62,11 +62,25 @@ resource "google_secret_manager_secret" "hf_token" {
   depends_on = [google_project_service.apis]
 }
 
-# Why: the image build reads the token through Cloud Build's availableSecrets; the build account
-# is the only principal granted access, on this one secret.
-resource "google_secret_manager_secret_iam_member" "build_reads_hf_token" {
+# Why: the image build reads the token through Cloud Build's availableSecrets; the image build
+# account is the only principal granted access, on this one secret (the test and deploy accounts
+# cannot read it).
+resource "google_secret_manager_secret_iam_member" "image_build_reads_hf_token" {
   project   = var.project_id
   secret_id = google_secret_manager_secret.hf_token.secret_id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.build.email}"
+  member    = "serviceAccount:${google_service_account.image_build.email}"
+}
+
+# Why (promotion): the next environment's image build account copies an image this environment
+# ran, by digest, into its own repository (make promote, cloudbuild/promote.yaml). Read-only, on
+# this repository only; empty by default.
+resource "google_artifact_registry_repository_iam_member" "promotion_readers" {
+  for_each = toset(var.image_readers)
+
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.reader"
+  member     = each.value
 }

@@ -53,8 +53,11 @@ resource "google_project_iam_member" "gcs_agent_publisher" {
   member  = local.gcs_agent
 }
 
-# IAM is eventually consistent: without a pause the function's trigger creation on a fresh
-# project fails with "permission denied" on the just-granted agents.
+# IAM is eventually consistent, and so is a service agent that was just created: without a pause
+# the function's trigger creation on a fresh project fails with "permission denied" on the
+# just-granted agents, the inbox bucket cannot use a CMEK key whose grant has not propagated, and
+# a grant naming the just-created IAP agent is refused. Everything that relies on one of these
+# waits here: the ingest function, the inbox bucket, the IAP agent's invoker grant.
 resource "time_sleep" "agent_iam_propagation" {
   create_duration = "90s"
 
@@ -63,5 +66,7 @@ resource "time_sleep" "agent_iam_propagation" {
     google_project_iam_member.gcs_agent_publisher,
     google_project_iam_member.eventarc_receiver,
     google_service_account_iam_member.pubsub_agent_mints_eventarc_token,
+    google_kms_crypto_key_iam_member.gcs_agent_cmek,
+    google_project_service_identity.iap,
   ]
 }

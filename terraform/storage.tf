@@ -50,11 +50,17 @@ resource "google_storage_bucket" "inbox" {
     }
   }
 
-  depends_on = [google_project_service.apis, google_kms_crypto_key_iam_member.gcs_agent_cmek]
+  # With CMEK, the Cloud Storage agent's grant on the key must have propagated before the bucket
+  # is created with it as default key (time_sleep waits after that grant).
+  depends_on = [google_project_service.apis, time_sleep.agent_iam_propagation]
 }
 
 # Why: with CMEK, Cloud Storage's agent encrypts and decrypts objects with the key; scoped to
-# that one key.
+# that one key. Google's CMEK page for Cloud Storage requires exactly this role for the project's
+# Cloud Storage service agent, a key in the bucket's location, and the Cloud KMS API enabled in
+# the key's project. Setting this grant needs cloudkms.cryptoKeys.setIamPolicy on the key, which
+# no deploy role carries: the key's admin grants the deploy account roles/cloudkms.admin on that
+# one key first (docs/DEPLOY.md, "CMEK").
 resource "google_kms_crypto_key_iam_member" "gcs_agent_cmek" {
   count = var.inbox_kms_key_name == null ? 0 : 1
 

@@ -14,7 +14,7 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of every regional resource (the seed's REGION). Must offer Cloud Run NVIDIA L4 GPUs, e.g. europe-west1, europe-west4, us-central1, us-east4, asia-southeast1."
+  description = "Region of every regional resource (the seed's REGION). Must offer Cloud Run NVIDIA L4 GPUs (e.g. europe-west1, europe-west4, us-central1, asia-southeast1; the current list is on Cloud Run's GPU page) and hold L4 quota for max_instances GPUs."
   type        = string
   default     = "europe-west1"
 
@@ -25,7 +25,7 @@ variable "region" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of service accounts, topics, functions and buckets, so two deployments can share a project."
+  description = "Prefix of the service accounts, functions, buckets, function repository and scheduler job. Not of topics, services, the secret or the database: one deployment per project (environments are separate projects)."
   type        = string
   default     = "healer"
 
@@ -356,7 +356,7 @@ variable "min_instances" {
 }
 
 variable "max_instances" {
-  description = "Maximum inference instances (each holds one L4; bounded by the project's GPU quota)."
+  description = "Maximum inference instances. Each holds one L4: the region's Cloud Run quota \"Total Nvidia L4 GPU allocation without zonal redundancy\" (or \"with\", see gpu_zonal_redundancy_disabled) must be at least this, plus min_instances of headroom while a new revision starts beside the old one."
   type        = number
   default     = 2
 
@@ -408,13 +408,24 @@ variable "hf_token_secret_id" {
 }
 
 variable "build_can_deploy" {
-  description = "Grant the Cloud Build service account the roles to run `terraform apply` (deploy from cloudbuild.yaml). False: it can only test, build and push; apply Terraform from elsewhere."
+  description = "Grant the deploy service account the roles to run `terraform apply` (cloudbuild/deploy.yaml). False: the builds can only test, build and push; apply Terraform from elsewhere."
   type        = bool
   default     = true
 }
 
+variable "image_readers" {
+  description = "Principals (serviceAccount:…) that may read this environment's image repository: the next environment's image build account, which copies promoted images by digest (make promote)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.image_readers : can(regex("^serviceAccount:[^@\\s]+@[^\\s]+$", m))])
+    error_message = "Each image reader must be serviceAccount:<email>."
+  }
+}
+
 variable "tf_state_bucket" {
-  description = "Name of the GCS bucket holding this module's state; when set, the build account may read/write objects in it (and only it)."
+  description = "Name of the GCS bucket holding this module's state; when set, the deploy account may read/write objects in it (and only it). Always pass it (make does): an apply without it removes that grant and the next deploy cannot read its state."
   type        = string
   default     = ""
 }

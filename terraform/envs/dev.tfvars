@@ -1,7 +1,11 @@
-# Example settings for a development environment. Copy, then set project_id (and, for
-# `make deploy`, export the same values as PROJECT_ID / REGION / …; docs/DEPLOY.md).
+# Development: throw-away, cheap. `make deploy ENV=dev` reads this file (project_id, region,
+# tf_state_bucket and the names below) and keeps its state under healer/dev in tf_state_bucket.
+# Copy the three env files, set your own project ids and state buckets (docs/DEPLOY.md).
 project_id = "my-healer-dev"
 region     = "europe-west1"
+
+# The state bucket of this environment (docs/DEPLOY.md step 3); the deploy account may use it.
+tf_state_bucket = "my-healer-dev-tfstate"
 
 # The seed's names.
 repository_name = "healer-medgemma"
@@ -26,7 +30,6 @@ inbox_lifecycle_rules = [
 ]
 job_ttl_days = 90
 
-# The state bucket created in docs/DEPLOY.md step 2 (lets the build account run terraform).
-tf_state_bucket = "my-healer-dev-tfstate"
-
-# notification_channels = ["projects/my-healer-dev/notificationChannels/1234567890"]
+# Developers reach the console through `gcloud run services proxy` (works without an organization).
+console_access        = "invoker"
+console_access_member = "group:healer-dev@example.org"

@@ -37,6 +37,12 @@ def test_bundle_installs_in_a_fresh_venv_and_exposes_entry_points(tmp_path: Path
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert {"main.py", "requirements.txt", "healer_core/__init__.py"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert "requirements.in" not in names, "the bundle carries the lock, not its input"
+    # Hash-locked: with a hash on every requirement pip installs in hash-checking mode, as
+    # Cloud Functions' build will.
+    requirements = (bundle / "requirements.txt").read_text()
+    assert requirements == (REPO / "ingest_function" / "requirements.txt").read_text()
+    assert "--hash=sha256:" in requirements
 
     # A venv without the project's site-packages; pip's cache keeps reruns quick.
     env_dir = tmp_path / "venv"
