@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     explain: bool = Field(default=True, validation_alias="EXPLAIN")
     max_new_tokens: int = Field(default=48, ge=1, le=512, validation_alias="MAX_NEW_TOKENS")
 
+    # Slide report (inference_service/engine/slide_report.py): tiles in its one prompt, 0 = off.
+    # 125 is Google's whole-slide notebook's maximum; the vision tower runs MAX_BATCH_SIZE at a time.
+    slide_report_patches: int = Field(default=125, ge=0, le=256, validation_alias="SLIDE_REPORT_PATCHES")
+    slide_report_max_new_tokens: int = Field(default=256, ge=1, le=2048, validation_alias="SLIDE_REPORT_MAX_NEW_TOKENS")
+
     # Batching and backpressure
     max_batch_size: int = Field(default=8, ge=1, le=256, validation_alias="MAX_BATCH_SIZE")
     batch_window_ms: float = Field(default=10.0, ge=0.0, le=1000.0, validation_alias="BATCH_WINDOW_MS")
