@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
     # Model
-    model_id: str = Field(default="google/medgemma-4b-it", validation_alias="MODEL_ID")
+    # MedGemma 1.5 by default (README, "Which MedGemma"): it reads many tiles of a slide in one prompt.
+    model_id: str = Field(default="google/medgemma-1.5-4b-it", validation_alias="MODEL_ID")
     model_dir: str = Field(default="./medgemma-model", validation_alias="MODEL_DIR")
     model_revision: str = Field(default="", validation_alias="MODEL_REVISION")
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "MY_HF_TOKEN"))
