@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 import torch
 
 from inference_service.engine.loader import load_engine, synthetic_tile
-from inference_service.engine.medgemma import TransformersEngine, report_generate
+from inference_service.engine.medgemma import EngineConfigError, TransformersEngine, report_generate
 from inference_service.engine.prompt import REPORT_PROMPT_TEXT, REPORT_PROMPT_VERSION, clean_report
 from inference_service.engine.slide_report import SlideReporter
 from inference_service.engine.tiny import TINY_IMAGE_SEQ_LENGTH, TINY_MODEL_ID, TINY_REVISION
@@ -236,3 +236,14 @@ def test_a_checkpoint_without_thinking_markers_suppresses_nothing(engine: Transf
 
     assert thinking_token_ids(NoMarkers()) == []
     assert thinking_token_ids(engine._processor.tokenizer) == engine._suppress_ids
+
+
+def test_a_transformers_without_pre_encoded_images_is_refused_clearly() -> None:
+    class OlderModel:  # what transformers < 5.18 offers: no `_supports_mm_encoder_outputs`
+        pass
+
+    ids = torch.zeros((1, 4), dtype=torch.long)
+    with pytest.raises(EngineConfigError, match=r"transformers >= 5\.18"):
+        report_generate(
+            OlderModel(), input_ids=ids, attention_mask=ids, token_type_ids=ids, pixel_chunks=[], max_new_tokens=1
+        )

@@ -355,22 +355,22 @@ class TransformersEngine:
             # the prompt with stand-in images and the real ones are preprocessed a chunk at a time
             # (host memory bounded too: 125 patches are 1.2 GB as one float32 tensor).
             placeholders = [PILImage.new("RGB", (8, 8))] * len(rgb)
-            text = self._processor(text=[prompt], images=[placeholders], return_tensors="pt")
+            tokens = self._processor(text=[prompt], images=[placeholders], return_tensors="pt")
             chunks: Iterable[torch.Tensor] = (
                 torch.cat([cast(PreparedImage, self.prepare(im)).pixel_values for im in rgb[i : i + chunk]])
                 for i in range(0, len(rgb), chunk)
             )
         else:
-            text = self._processor(text=[prompt], images=[rgb], return_tensors="pt")
-            pixels = text["pixel_values"]
+            tokens = self._processor(text=[prompt], images=[rgb], return_tensors="pt")
+            pixels = tokens["pixel_values"]
             chunks = (pixels[i : i + chunk] for i in range(0, pixels.shape[0], chunk))
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
             new_tokens = report_generate(
                 self._model,
-                input_ids=text["input_ids"].to(self._device),
-                attention_mask=text["attention_mask"].to(self._device),
-                token_type_ids=text["token_type_ids"].to(self._device),
+                input_ids=tokens["input_ids"].to(self._device),
+                attention_mask=tokens["attention_mask"].to(self._device),
+                token_type_ids=tokens["token_type_ids"].to(self._device),
                 pixel_chunks=chunks,
                 max_new_tokens=max_new_tokens or self._report_max_new_tokens,
                 suppress_tokens=self._suppress_ids,
@@ -453,7 +453,8 @@ def report_generate(
     `get_placeholder_mask` + `masked_scatter`, in the prefill only); `token_type_ids` keep Gemma 3's
     bidirectional attention within each image. Needs transformers >= 5.18.
     """
-    if not model._supports_mm_encoder_outputs():
+    supports = getattr(model, "_supports_mm_encoder_outputs", None)  # absent before transformers 5.18
+    if supports is None or not supports():
         import transformers
 
         raise EngineConfigError(
