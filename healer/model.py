@@ -16,6 +16,15 @@ from inference_service.engine.manifest import read_manifest, write_manifest
 
 TOKEN_ENV_VARS = ("HF_TOKEN", "MY_HF_TOKEN")  # MY_HF_TOKEN is the seed's name
 
+# The default model (README, "Which MedGemma"); google/medgemma-4b-it works the same way.
+DEFAULT_MODEL_ID = "google/medgemma-1.5-4b-it"
+# What the engine loads: Gemma 3 image-text checkpoints (MedGemma 4B and 1.5 4B are both one).
+IMAGE_TEXT_ARCHITECTURES = ("Gemma3ForConditionalGeneration",)
+# The files AutoProcessor needs besides config.json and the weights: the tokenizer's, and the image
+# processor's (preprocessor_config.json in MedGemma's repositories, inside processor_config.json as
+# transformers 5 saves it).
+PROCESSOR_FILES = (("tokenizer_config.json",), ("preprocessor_config.json", "processor_config.json"))
+
 
 class ModelDownloadError(RuntimeError):
     """A download that cannot succeed as configured; the message is one line saying what to do."""
@@ -75,8 +84,33 @@ def download(model_id: str, model_dir: str | Path, token: str | None, revision: 
                 "token with read access to gated repos"
             ) from exc
         raise ModelDownloadError(f"Download of {model_id} failed ({status or type(exc).__name__}): {exc}") from exc
+    verify_model_dir(out, model_id)
     write_manifest(out, model_id=model_id, revision=sha, source="huggingface")
     return out
+
+
+def verify_model_dir(model_dir: str | Path, model_id: str = "") -> None:
+    """Raise ModelDownloadError unless `model_dir` holds an image-text Gemma 3 the engine can load.
+
+    Catches a MODEL_ID that names a text-only or other model (e.g. MedGemma 27B text) at download
+    time, rather than when the service starts.
+    """
+    root = Path(model_dir)
+    name = model_id or str(root)
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelDownloadError(f"{name}: no readable config.json in {root}") from exc
+    architectures = config.get("architectures") or []
+    if not set(architectures) & set(IMAGE_TEXT_ARCHITECTURES):
+        raise ModelDownloadError(
+            f"{name} is {', '.join(architectures) or 'an unknown architecture'}, not an image-text Gemma 3 "
+            f"({', '.join(IMAGE_TEXT_ARCHITECTURES)}): set MODEL_ID to google/medgemma-1.5-4b-it or "
+            "google/medgemma-4b-it"
+        )
+    missing = [" or ".join(names) for names in PROCESSOR_FILES if not any((root / n).is_file() for n in names)]
+    if missing:
+        raise ModelDownloadError(f"{name}: the processor's files are missing from {root}: {', '.join(missing)}")
 
 
 def make_tiny(out_dir: str | Path) -> Path:
@@ -94,6 +128,7 @@ def info(model_dir: str | Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         config = json.loads((root / "config.json").read_text())
     text_config = config.get("text_config") or {}
+    vision_config = config.get("vision_config") or {}
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
     return {
         "model_dir": str(root),
@@ -106,6 +141,8 @@ def info(model_dir: str | Path) -> dict[str, Any]:
         "dtype": config.get("dtype") or config.get("torch_dtype") or text_config.get("dtype") or "",
         "architectures": config.get("architectures", []),
         "quantization": (config.get("quantization_config") or {}).get("quant_method", "none"),
+        "image_size": vision_config.get("image_size", ""),
+        "image_tokens": config.get("mm_tokens_per_image", ""),
     }
 
 

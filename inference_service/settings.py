@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
     # Model
-    model_id: str = Field(default="google/medgemma-4b-it", validation_alias="MODEL_ID")
+    # MedGemma 1.5 by default (README, "Which MedGemma"): it reads many tiles of a slide in one prompt.
+    model_id: str = Field(default="google/medgemma-1.5-4b-it", validation_alias="MODEL_ID")
     model_dir: str = Field(default="./medgemma-model", validation_alias="MODEL_DIR")
     model_revision: str = Field(default="", validation_alias="MODEL_REVISION")
     hf_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HF_TOKEN", "MY_HF_TOKEN"))
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
     indeterminate_band: float = Field(default=0.1, ge=0.0, le=0.5, validation_alias="INDETERMINATE_BAND")
     explain: bool = Field(default=True, validation_alias="EXPLAIN")
     max_new_tokens: int = Field(default=48, ge=1, le=512, validation_alias="MAX_NEW_TOKENS")
+
+    # Slide report (inference_service/engine/slide_report.py): tiles in its one prompt, 0 = off.
+    # 125 is Google's whole-slide notebook's maximum; the vision tower runs MAX_BATCH_SIZE at a time.
+    slide_report_patches: int = Field(default=125, ge=0, le=256, validation_alias="SLIDE_REPORT_PATCHES")
+    slide_report_max_new_tokens: int = Field(default=256, ge=1, le=2048, validation_alias="SLIDE_REPORT_MAX_NEW_TOKENS")
 
     # Batching and backpressure
     max_batch_size: int = Field(default=8, ge=1, le=256, validation_alias="MAX_BATCH_SIZE")

@@ -12,6 +12,9 @@ and a 319-token prompt (256 image tokens), as in the issue's reference table. In
   service the service's own engine object (`TransformersEngine`, the processor at 896 px, 256 image
           tokens) on 1024 px PIL images: preprocessing inside the batch vs prepared in request
           threads while the previous batch runs (as `Inference.run` + `MicroBatcher` do)
+  report  the slide report (`report_generate`, the engine's own function): one prompt with 32, 64,
+          125 patches (256 image tokens each), the vision tower in chunks of 8, 256 new tokens
+          forced; seconds, peak GPU memory, and whether it fits an L4's 24 GB next to the tile engine
 
 It prints images/s, p50/p95 latency per batch, peak GPU memory, the ratio to the seed's path, and
 the time per stage (vision tower vs language prefill; CPU preprocessing at 896 px).
@@ -41,13 +44,19 @@ import torch  # noqa: E402
 
 from inference_service.engine.medgemma import (  # noqa: E402  (the engine's own code paths)
     explain_generate,
+    image_features,
     p_yes_from_logits,
+    report_generate,
     verdict_logits,
 )
 
 PROMPT_TOKENS = 319  # the reference run's prompt: 256 image tokens + chat and question text
 SEED_NEW_TOKENS = 100
 EXPLAIN_NEW_TOKENS = 32
+REPORT_TEXT_TOKENS = 72  # the report prompt's text and chat tokens around its images
+# An L4 has 24 GB (23,034 MiB = 22.5 GiB as nvidia-smi counts it); the CUDA context and the
+# allocator's slack take about half a GiB, so this is what the tensors may reserve.
+L4_USABLE_GIB = 22.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,27 @@ def make_inputs(s: Shapes, batch: int, device: str, dtype: torch.dtype) -> dict[
         "token_type_ids": (input_ids == s.image_token_id).long().to(device),
         "pixel_values": pixels.to(device=device, dtype=dtype),
     }
+
+
+def make_report_inputs(
+    s: Shapes, patches: int, device: str, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One report prompt laid out as the processor expands it (per patch: "\\n\\n", <start_of_image>,
+    the image tokens, <end_of_image>, "\\n\\n"), and its pixels on the CPU, as the engine's chunks come."""
+    gen = torch.Generator().manual_seed(patches)
+    text = torch.randint(10, min(s.boi_id, 255000) - 1, (1, REPORT_TEXT_TOKENS), generator=gen)
+    image = [
+        torch.tensor([[108, s.boi_id]]),
+        torch.full((1, s.image_tokens), s.image_token_id),
+        torch.tensor([[s.eoi_id, 108]]),
+    ]
+    input_ids = torch.cat([torch.full((1, 1), 2), text[:, :40], *(image * patches), text[:, 40:]], dim=1)
+    inputs = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "token_type_ids": (input_ids == s.image_token_id).long().to(device),
+    }
+    return inputs, torch.randn(patches, 3, s.image_size, s.image_size, generator=gen).to(dtype)
 
 
 def _sync(device: str) -> None:
@@ -350,6 +380,61 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
     return rows
 
 
+def report_rows(model: Any, s: Shapes, args: argparse.Namespace, device: str, dtype: torch.dtype) -> list[Row]:
+    """The slide report at each patch count: `report_generate` (vision tower in chunks, pre-encoded
+    images into greedy generate, `args.report_new_tokens` forced), and its peak next to the tile engine."""
+    rows: list[Row] = []
+    chunk = args.report_chunk
+    weights_gb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    with torch.inference_mode():
+        # The tile engine's peak at the service's MAX_BATCH_SIZE: the same weights, in the same process.
+        tiles = make_inputs(s, chunk, device, dtype)
+        tile_peak = measure(
+            f"tile engine b={chunk}", chunk, lambda t=tiles: verdict_logits(model, t), device, 2
+        ).peak_gb
+        del tiles
+        previous = model.generation_config.min_new_tokens
+        model.generation_config.pad_token_id = 0
+        model.generation_config.min_new_tokens = args.report_new_tokens  # worst case: never stop early
+        for patches in args.report_patches:
+            inputs, pixels = make_report_inputs(s, patches, device, dtype)
+
+            def chunks(pixels: torch.Tensor = pixels) -> Any:
+                return (pixels[i : i + chunk] for i in range(0, pixels.shape[0], chunk))
+
+            def report(inputs: dict[str, torch.Tensor] = inputs, chunks: Any = chunks) -> object:
+                return report_generate(model, **inputs, pixel_chunks=chunks(), max_new_tokens=args.report_new_tokens)
+
+            def vision(chunks: Any = chunks) -> object:
+                return list(image_features(model, chunks()))
+
+            tokens = int(inputs["input_ids"].shape[1])
+            print(f"  report: {patches} patches, prompt {tokens} tokens, {args.report_new_tokens} new", flush=True)
+            row = measure(f"report {patches} patches", patches, report, device, args.report_iters)
+            reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else None
+            rows.append(row)
+            stage = measure(f"report stage: vision x{patches}", patches, vision, device, args.report_iters)
+            total, tower = statistics.median(row.latencies_s), statistics.median(stage.latencies_s)
+            print(f"  report: {total:.1f} s = vision tower {tower:.1f} s + prefill and "
+                  f"{args.report_new_tokens} decode steps {total - tower:.1f} s", flush=True)  # fmt: skip
+            if row.peak_gb is not None and tile_peak is not None and reserved is not None:
+                # Same process: the report and the tile batches take turns on one set of weights.
+                fits = "fits" if reserved <= L4_USABLE_GIB else "does NOT fit"
+                # A second model for the tiles would hold a second copy of the weights.
+                two = row.peak_gb + tile_peak
+                fits_two = "fits" if two <= L4_USABLE_GIB else "does NOT fit"
+                print(f"  report: peak {row.peak_gb:.1f} GiB allocated, {reserved:.1f} reserved (weights "
+                      f"{weights_gb:.1f}; tile engine b={chunk} {tile_peak:.1f}); L4 {L4_USABLE_GIB:.0f} GiB usable: "
+                      f"next to the tile engine {fits}; with a second model for the tiles {two:.1f} GiB, {fits_two}",
+                      flush=True)  # fmt: skip
+            del inputs, pixels
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        model.generation_config.min_new_tokens = previous
+    return rows
+
+
 def seed_row(model: Any, s: Shapes, args: argparse.Namespace, device: str) -> Row | None:
     """The seed's path: the same weights reloaded with load_in_8bit=True, batch 1, 100 new tokens."""
     if device != "cuda":
@@ -399,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-batch", type=int, default=32, help="batch size of the service rows")
     parser.add_argument("--service-rounds", type=int, default=4, help="the service stream is this many batches")
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--report-patches", type=int, nargs="*", default=[32, 64, 125],
+                        help="slide report rows: patches per prompt (none: no report rows)")  # fmt: skip
+    parser.add_argument("--report-new-tokens", type=int, default=256, help="report length, forced")
+    parser.add_argument("--report-chunk", type=int, default=8, help="vision tower chunk (MAX_BATCH_SIZE)")
+    parser.add_argument("--report-iters", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="only the slide report rows (and the tile peak)")
     parser.add_argument("--prepare-workers", type=int, nargs="*", default=[],
                         help="service stream threads (0: prepared ahead; default: as the service)")  # fmt: skip
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
@@ -410,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes, device, dtype = TINY, "cpu", torch.float32
         args.batch_sizes, args.explain_batch_sizes, args.iters, args.seed_iters = [1, 2], [1, 2], 1, 1
         args.service_batch, args.service_rounds = 2, 2
+        args.report_patches, args.report_new_tokens, args.report_chunk, args.report_iters = [3, 5], 4, 2, 1
     elif args.device == "cpu":
         shapes, device, dtype = MEDGEMMA_4B, "cpu", getattr(torch, args.dtype)
         threads = torch.get_num_threads()
@@ -432,15 +524,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# model built in {time.perf_counter() - start:.1f}s: {params / 1e9:.2f} B parameters", flush=True)
 
     # Most important first (rows print as they finish, so a run cut short still says the most).
-    rows = engine_rows(model, shapes, args, device, dtype)
-    seed = None if args.skip_seed else seed_row(model, shapes, args, device)
-    gc.collect()  # the 8-bit copy
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    if seed:
-        print(f"  verdict vs seed so far: {max(r.images_per_s for r in rows) / seed.images_per_s:.1f}x", flush=True)
-    stage_times(model, shapes, max(args.batch_sizes[:3]), device, dtype, args.iters)
-    if not args.skip_service:
+    rows: list[Row] = []
+    seed = None
+    if not args.report_only:
+        rows = engine_rows(model, shapes, args, device, dtype)
+        seed = None if args.skip_seed else seed_row(model, shapes, args, device)
+        gc.collect()  # the 8-bit copy
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        if seed:
+            print(f"  verdict vs seed so far: {max(r.images_per_s for r in rows) / seed.images_per_s:.1f}x", flush=True)
+    if args.report_patches:
+        try:
+            rows += report_rows(model, shapes, args, device, dtype)
+        except Exception as exc:  # the table must still come out
+            print(f"  report rows not measured ({type(exc).__name__}: {exc})", flush=True)
+    if not args.report_only:
+        stage_times(model, shapes, max(args.batch_sizes[:3]), device, dtype, args.iters)
+    if not args.skip_service and not args.report_only:
         try:
             rows += service_rows(bench_engine(model, shapes, device, dtype), shapes, args, device)
         except Exception as exc:  # the table must still come out
@@ -455,8 +556,9 @@ def main(argv: list[str] | None = None) -> int:
         peak = "n/a" if row.peak_gb is None else f"{row.peak_gb:.1f}"
         print(f"{row.path:<30} {row.batch:>5} {row.images_per_s:9.2f} {row.pct(0.5):9.1f} {row.pct(0.95):9.1f} "
               f"{peak:>9} {ratio:>8}")  # fmt: skip
-    best = max((r for r in rows if r.path == "healer verdict"), key=lambda r: r.images_per_s)
-    if seed:
+    verdicts = [r for r in rows if r.path == "healer verdict"]
+    if seed and verdicts:
+        best = max(verdicts, key=lambda r: r.images_per_s)
         print(f"best_verdict_vs_seed={best.images_per_s / seed.images_per_s:.1f}")
     return 0
 

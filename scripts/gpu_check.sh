@@ -5,6 +5,8 @@
 # under a time limit and leaves everything in $OUT (default /tmp/healer-gpu-check).
 #   bash scripts/gpu_check.sh                 # the full benchmark
 #   bash scripts/gpu_check.sh --skip-seed     # any bench_gpu.py options pass through
+#   bash scripts/gpu_check.sh --report-only   # the slide report rows alone (needs transformers >= 5.18:
+#                                             # carry its wheel in .whl/ if the machine's is older)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/healer-gpu-check}"
@@ -25,6 +27,7 @@ fi
   "$py" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
   "$py" -c 'import bitsandbytes; print("bitsandbytes", bitsandbytes.__version__)' 2>/dev/null || echo "bitsandbytes: absent (seed row skipped)"
   "$py" -c 'import torchvision; print("torchvision", torchvision.__version__)' 2>/dev/null || echo "torchvision: absent (PIL preprocessing)"
+  "$py" -c 'import transformers as t; v = tuple(int(x) for x in t.__version__.split(".")[:2]); print("slide report:", "ok" if v >= (5, 18) else "needs transformers >= 5.18 (pre-encoded images in generate): carry its wheel in .whl/")'
 } | tee "$out/stack.txt"
 
 PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-520}" "$py" scripts/bench_gpu.py "$@" 2>&1 | tee "$out/bench-gpu.txt"

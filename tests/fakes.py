@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from PIL.Image import Image
 
 from inference_service.engine.base import EngineResult, ModelInfo
-from inference_service.engine.prompt import PROMPT_VERSION, answer_from_p_yes
+from inference_service.engine.prompt import PROMPT_VERSION, REPORT_PROMPT_VERSION, answer_from_p_yes
+from inference_service.engine.slide_report import SlideReport
 
 
 class FakeEngineError(RuntimeError):
@@ -48,6 +49,7 @@ class FakeEngine:
     - `probe_error`: what probe() raises (a device that fails), None for a healthy one;
     - `wedge()` / `unwedge()`: probe() blocks from one to the other, as on a wedged GPU;
     - `probes`: how many times probe() was called.
+    - `report`: template of `report_slide`'s text ({patches}); `reports`: the patch count of each call.
     """
 
     p_yes: Callable[[Image], float] = image_p_yes
@@ -61,10 +63,12 @@ class FakeEngine:
             model_id="fake/engine", model_revision="fake-1", quantization="none", prompt_version=PROMPT_VERSION
         )
     )
+    report: str = "Fake report of {patches} patches."
     calls: list[FakeCall] = field(default_factory=list)
     prepared: list[FakeCall] = field(default_factory=list)
     probe_error: Exception | None = None
     probes: int = 0
+    reports: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _unwedged: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -115,6 +119,27 @@ class FakeEngine:
     def unwedge(self) -> None:
         """Release the probes that hang, and let new ones answer."""
         self._unwedged.set()
+    def report_slide(self, patches: Sequence[Image], max_new_tokens: int | None = None) -> SlideReport:
+        """A deterministic slide report (the `SlideReporter` port); fails as a batch would on `fail_on`."""
+        if not patches:
+            raise ValueError("a slide report needs at least one patch")
+        started = time.perf_counter()
+        with self._lock:
+            self.reports.append(len(patches))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_on is not None and any(self.fail_on(im) for im in patches):
+            raise FakeEngineError("fake engine failure")
+        text = self.report.format(patches=len(patches))
+        return SlideReport(
+            text=text,
+            patches=len(patches),
+            model_id=self.info.model_id,
+            model_revision=self.info.model_revision,
+            prompt_version=REPORT_PROMPT_VERSION,
+            inference_ms=(time.perf_counter() - started) * 1000.0,
+            new_tokens=len(text.split()),
+        )
 
     @property
     def batch_sizes(self) -> list[int]:

@@ -33,6 +33,30 @@ def test_bench_gpu_dry_run_builds_and_steps_every_path(capsys: pytest.CaptureFix
     # The service rows ran the real engine object on PIL images (not guarded into a skip line).
     assert "service rows not measured" not in out
     assert "service b=2, prep inline" in out and "service 4 imgs, " in out and " prep thr" in out
+    # The slide report ran through the engine's own report_generate (not guarded into a skip line).
+    assert "report rows not measured" not in out
+    assert "report 3 patches" in out and "report 5 patches" in out and "tile engine b=2" in out
+    assert "report: 5 patches, prompt 113 tokens, 4 new" in out  # 5 x (4 image tokens + 4) + 73
+
+
+def test_bench_gpu_report_only_runs_just_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    assert bench.main(["--dry-run", "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "report 3 patches" in out and "report 5 patches" in out
+    assert "healer verdict" not in out and "service b=" not in out and "seed path" not in out
+
+
+def test_report_inputs_have_medgemma_shapes() -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    s = bench.MEDGEMMA_4B
+    inputs, pixels = bench.make_report_inputs(s, 125, "cpu", bench.torch.bfloat16)
+    assert int(inputs["token_type_ids"].sum()) == 125 * 256
+    assert inputs["input_ids"].shape == (1, 125 * (256 + 4) + 73)
+    assert int((inputs["input_ids"] == s.boi_id).sum()) == int((inputs["input_ids"] == s.eoi_id).sum()) == 125
+    assert pixels.shape == (125, 3, 896, 896) and pixels.dtype == bench.torch.bfloat16
 
 
 def test_bench_gpu_needs_nothing_a_bare_gpu_image_lacks() -> None:
@@ -59,7 +83,8 @@ def test_gpu_check_script_records_the_stack_and_the_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     stack = (tmp_path / "stack.txt").read_text()
     assert "torch" in stack and "transformers" in stack and "bitsandbytes" in stack
-    assert "healer verdict+explain(32)" in (tmp_path / "bench-gpu.txt").read_text()
+    bench = (tmp_path / "bench-gpu.txt").read_text()
+    assert "healer verdict+explain(32)" in bench and "report 5 patches" in bench
 
 
 def test_bench_gpu_shapes_match_medgemma_4b() -> None:

@@ -135,6 +135,22 @@ def test_explain_gives_one_sentence_and_the_same_p_yes(engine: TransformersEngin
     assert engine.predict([], explain=True) == []
 
 
+def test_explanations_suppress_the_thinking_opener(engine: TransformersEngine, images: list[Image.Image]) -> None:
+    import torch
+
+    from inference_service.engine.medgemma import explain_generate
+
+    # The tiny vocabulary has MedGemma 1.5's `<unused94>`; the engine suppresses it while explaining.
+    assert engine._suppress_ids == [engine._processor.tokenizer.convert_tokens_to_ids("<unused94>")]
+    inputs = engine._encode([engine.prepare(images[0])])
+    with torch.inference_mode():
+        logits, free = explain_generate(engine._model, inputs, 8)
+        banned = sorted({int(t) for t in free[0]})
+        suppressed_logits, suppressed = explain_generate(engine._model, inputs, 8, banned)
+    assert not {int(t) for t in suppressed[0]} & set(banned)  # none of what it wrote freely
+    assert torch.equal(logits, suppressed_logits)  # p_yes reads the raw logits, before suppression
+
+
 def test_deterministic_checkpoint(tiny_model_dir: Path, engine: TransformersEngine, tmp_path: Path) -> None:
     from inference_service.engine.tiny import build_tiny_checkpoint
 
@@ -194,6 +210,7 @@ def test_missing_model_dir_says_what_to_do(tmp_path: Path) -> None:
 def test_importing_the_engine_package_and_loader_does_not_import_torch() -> None:
     code = (
         "import sys, inference_service.engine.loader, inference_service.engine.prompt, "
-        "inference_service.batcher; assert 'torch' not in sys.modules, 'torch imported'"
+        "inference_service.engine.slide_report, inference_service.batcher, inference_service.app; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

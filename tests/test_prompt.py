@@ -7,13 +7,18 @@ import math
 import pytest
 
 from inference_service.engine.prompt import (
+    MAX_REPORT_CHARS,
     PROMPT_TEXT,
     PROMPT_VERSION,
+    REPORT_PROMPT_TEXT,
+    REPORT_PROMPT_VERSION,
     ParsedText,
     answer_from_p_yes,
+    clean_report,
     decide,
     first_sentence,
     parse_generated,
+    strip_thinking,
 )
 
 
@@ -83,3 +88,41 @@ def test_decide_prefers_p_yes_and_falls_back_to_text() -> None:
     assert decide(None, parsed, 0.5, 0.1) == "no"
     assert decide(math.nan, parsed, 0.5, 0.1) == "no"
     assert decide(None, None, 0.5, 0.1) == "indeterminate"
+
+
+def test_report_prompt_has_its_own_version() -> None:
+    assert REPORT_PROMPT_VERSION.startswith("crc-report-v") and REPORT_PROMPT_VERSION != PROMPT_VERSION
+    # Google's whole-slide wording (MedGemma is prompt-sensitive), the tissue on its own last line.
+    assert "brief descriptive text for the set of pathology patches" in REPORT_PROMPT_TEXT
+    assert REPORT_PROMPT_TEXT.endswith("\ncolon:")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("No trace here.", "No trace here."),
+        ("<unused94>thought\nplan<unused95>Answer.", "Answer."),
+        ("<unused94>thought\nthe budget ran out", ""),
+        ("Lead. <unused94>thought\nmore", "Lead. "),
+        ("plan only<unused95>Answer.", "Answer."),
+        ("", ""),
+    ],
+)
+def test_strip_thinking(text: str, expected: str) -> None:
+    assert strip_thinking(text) == expected
+
+
+def test_a_thinking_trace_is_not_an_explanation() -> None:
+    assert parse_generated("<unused94>thought\n1. The user asks<unused95>Yes. Crowded glands.") == ParsedText(
+        "yes", "Crowded glands."
+    )
+    assert parse_generated("<unused94>thought\n1. Yes, consider the glands") == ParsedText("indeterminate", "")
+
+
+def test_clean_report_keeps_paragraphs_and_is_bounded() -> None:
+    assert clean_report("  Colon mucosa.\n  Regular crypts. \n\n\n Impression:   benign. ") == (
+        "Colon mucosa. Regular crypts.\n\nImpression: benign."
+    )
+    assert clean_report(None) == "" and clean_report("<unused94>thought\nunfinished") == ""
+    long = clean_report("word " * 2000)
+    assert len(long) <= MAX_REPORT_CHARS + 1 and long.endswith("…")

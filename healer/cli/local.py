@@ -12,6 +12,7 @@ from rich.table import Table
 from healer.cli.app import app, console
 from healer.cli.errors import CliError
 from healer.cli.settings import REPO
+from healer.model import DEFAULT_MODEL_ID
 
 if TYPE_CHECKING:
     from healer.stack.config import StackConfig
@@ -92,7 +93,7 @@ def _default_dir(given: Path | None, fallback: Path) -> Path:
 @model_app.command("download")
 def model_download(
     model_dir: ModelDir = None,
-    model_id: Annotated[str, typer.Option(help="Hugging Face model id.")] = "google/medgemma-4b-it",
+    model_id: Annotated[str, typer.Option(help="Hugging Face model id.")] = DEFAULT_MODEL_ID,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit (default: main, pinned).")] = None,
     token: Annotated[str | None, typer.Option(help="Hugging Face token (default: $HF_TOKEN).")] = None,
 ) -> None:
@@ -149,7 +150,8 @@ def _print_info(details: dict[str, object]) -> None:
     table = Table(show_header=False, title="model", title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
-    for key in ("model_dir", "model_id", "revision", "source", "size", "dtype", "architectures", "quantization"):
+    keys = ("model_dir", "model_id", "revision", "source", "size", "dtype", "architectures", "quantization")
+    for key in (*keys, "image_size", "image_tokens"):
         value = details.get(key, "")
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
     console().print(table)

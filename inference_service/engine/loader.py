@@ -45,6 +45,10 @@ def load_engine(settings: Settings) -> Engine:
         threshold=settings.threshold,
         band=settings.indeterminate_band,
         max_new_tokens=settings.max_new_tokens,
+        # The slide report's vision tower runs in chunks of the tile path's batch size: a size the
+        # service already runs at, so the tower's activations never exceed a tile batch's.
+        vision_chunk=settings.max_batch_size,
+        report_max_new_tokens=settings.slide_report_max_new_tokens,
     )
     info = engine.info
     log.info(

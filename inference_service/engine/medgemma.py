@@ -5,6 +5,11 @@ logits at the last prompt position (`logits_to_keep=1`, so the 262k-wide vocabul
 for one position only). With `explain`, one greedy `generate` call gives both: its first step's
 logits are that same prefill's, and its text is the explanation.
 
+The slide report (`report_slide`) is one greedy `generate` over a prompt with many tiles: the
+vision tower runs over them `vision_chunk` images at a time and the projected image tokens go to
+`generate` pre-encoded, merged by the model's own forward (`image_features`, `report_generate`),
+so memory grows with the 256 tokens per tile, not with the tower's activations.
+
 Preprocessing is split from the model: `prepare(image)` resizes and normalises one image on the CPU
 (thread-safe, no lock), so the service runs it in request threads while the previous batch is on
 the GPU; `predict` then only stacks pixels and runs the model. Every row has the same prompt and,
@@ -21,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,10 +41,15 @@ from inference_service.engine.prompt import (
     NO_WORDS,
     PROMPT_TEXT,
     PROMPT_VERSION,
+    REPORT_PROMPT_TEXT,
+    REPORT_PROMPT_VERSION,
+    THINKING_START,
     YES_WORDS,
+    clean_report,
     decide,
     parse_generated,
 )
+from inference_service.engine.slide_report import SlideReport
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +128,14 @@ def answer_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
     return ids
 
 
+def thinking_token_ids(tokenizer: Any) -> list[int]:
+    """The id of MedGemma 1.5's thinking opener (`<unused94>`) when it is one known token, else []."""
+    token_id = tokenizer.convert_tokens_to_ids(THINKING_START)
+    if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+        return [token_id]
+    return []
+
+
 def p_yes_from_logits(logits: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int]) -> list[float]:
     """Per row: P(yes) = softmax over the Yes/No answer tokens' logits (all forms pooled), in fp32."""
     logits = logits.float()
@@ -148,6 +166,8 @@ class TransformersEngine:
         threshold: float = 0.5,
         band: float = 0.1,
         max_new_tokens: int = 48,
+        vision_chunk: int = 8,
+        report_max_new_tokens: int = 256,
     ) -> None:
         self._model = model
         self._processor = processor
@@ -155,6 +175,8 @@ class TransformersEngine:
         self._threshold = threshold
         self._band = band
         self._max_new_tokens = max_new_tokens
+        self._vision_chunk = max(1, vision_chunk)
+        self._report_max_new_tokens = report_max_new_tokens
         self._device = next(model.parameters()).device
         # Floating inputs (pixel_values) go in the compute dtype; quantized weights report int8.
         self._dtype = getattr(torch, info.dtype)
@@ -165,6 +187,9 @@ class TransformersEngine:
         self._no_ids = answer_token_ids(tokenizer, NO_WORDS)
         if not self._yes_ids or not self._no_ids:
             raise EngineConfigError("The tokenizer has no single-token Yes/No; p_yes cannot be computed.")
+        # Generated text never opens a thinking trace: it would spend the whole token budget on it.
+        # (p_yes is unaffected: it compares the Yes/No tokens only, from the raw logits.)
+        self._suppress_ids = thinking_token_ids(tokenizer)
         self._prompt = processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT_TEXT}]}],
             add_generation_prompt=True,
@@ -187,6 +212,8 @@ class TransformersEngine:
         threshold: float = 0.5,
         band: float = 0.1,
         max_new_tokens: int = 48,
+        vision_chunk: int = 8,
+        report_max_new_tokens: int = 256,
     ) -> TransformersEngine:
         """Load processor and model from a local directory only (works with HF_HUB_OFFLINE=1)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -222,7 +249,16 @@ class TransformersEngine:
             device=device,
             dtype=str(dtype).removeprefix("torch."),
         )
-        return cls(model, processor, info, threshold=threshold, band=band, max_new_tokens=max_new_tokens)
+        return cls(
+            model,
+            processor,
+            info,
+            threshold=threshold,
+            band=band,
+            max_new_tokens=max_new_tokens,
+            vision_chunk=vision_chunk,
+            report_max_new_tokens=report_max_new_tokens,
+        )
 
     @property
     def info(self) -> ModelInfo:
@@ -300,9 +336,61 @@ class TransformersEngine:
         return verdict_logits(self._model, inputs)
 
     def _generate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
-        logits, new_tokens = explain_generate(self._model, inputs, self._max_new_tokens)
+        logits, new_tokens = explain_generate(self._model, inputs, self._max_new_tokens, self._suppress_ids)
         texts = self._processor.batch_decode(new_tokens, skip_special_tokens=True)
         return logits, texts
+
+    def report_slide(self, patches: Sequence[Image], max_new_tokens: int | None = None) -> SlideReport:
+        """A short slide-level report from ONE prompt holding all `patches` (PIL images, in order).
+
+        The prompt is built by the processor's chat template and tokenized by the processor; the
+        vision tower runs over the patches `vision_chunk` at a time. Greedy, at most
+        `max_new_tokens` (default: the engine's report budget). Serialised with `predict`.
+        """
+        if not patches:
+            raise ValueError("a slide report needs at least one patch")
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in patches]
+        content = [{"type": "text", "text": REPORT_PROMPT_TEXT}, *({"type": "image"} for _ in rgb)]
+        prompt = self._processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        chunk = self._vision_chunk
+        if self._fixed_tokens:
+            # One crop per image: the tokens do not depend on the pixels, so the processor tokenizes
+            # the prompt with stand-in images and the real ones are preprocessed a chunk at a time
+            # (host memory bounded too: 125 patches are 1.2 GB as one float32 tensor).
+            placeholders = [PILImage.new("RGB", (8, 8))] * len(rgb)
+            tokens = self._processor(text=[prompt], images=[placeholders], return_tensors="pt")
+            chunks: Iterable[torch.Tensor] = (
+                torch.cat([cast(PreparedImage, self.prepare(im)).pixel_values for im in rgb[i : i + chunk]])
+                for i in range(0, len(rgb), chunk)
+            )
+        else:
+            tokens = self._processor(text=[prompt], images=[rgb], return_tensors="pt")
+            pixels = tokens["pixel_values"]
+            chunks = (pixels[i : i + chunk] for i in range(0, pixels.shape[0], chunk))
+        with self._lock, torch.inference_mode():
+            start = time.perf_counter()
+            new_tokens = report_generate(
+                self._model,
+                input_ids=tokens["input_ids"].to(self._device),
+                attention_mask=tokens["attention_mask"].to(self._device),
+                token_type_ids=tokens["token_type_ids"].to(self._device),
+                pixel_chunks=chunks,
+                max_new_tokens=max_new_tokens or self._report_max_new_tokens,
+                suppress_tokens=self._suppress_ids,
+            )
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+        row = new_tokens[0]
+        return SlideReport(
+            text=clean_report(self._processor.decode(row, skip_special_tokens=True)),
+            patches=len(rgb),
+            model_id=self._info.model_id,
+            model_revision=self._info.model_revision,
+            prompt_version=REPORT_PROMPT_VERSION,
+            inference_ms=elapsed_ms,
+            new_tokens=int(row.numel()),
+        )
 
 
 class DeviceProbe:
@@ -352,11 +440,12 @@ def verdict_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def explain_generate(
-    model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int
+    model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int, suppress_tokens: Sequence[int] = ()
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy, bounded generation. Returns (first-step logits, new token ids).
 
-    The first step's logits are the prefill's answer-position logits, so p_yes needs no second pass.
+    The first step's logits are the prefill's answer-position logits (raw, before `suppress_tokens`
+    applies), so p_yes needs no second pass.
     """
     out = model.generate(
         **inputs,
@@ -364,8 +453,65 @@ def explain_generate(
         do_sample=False,
         top_p=None,
         top_k=None,
+        suppress_tokens=list(suppress_tokens) or None,
         output_logits=True,
         return_dict_in_generate=True,
     )
     prompt_len = inputs["input_ids"].shape[1]
     return out.logits[0], out.sequences[:, prompt_len:]
+
+
+def image_features(model: Any, pixel_chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The projected image tokens, (images, tokens per image, hidden), one chunk of pixels at a time.
+
+    `Gemma3ForConditionalGeneration.get_image_features` (vision tower + projector) runs per chunk,
+    so the tower's activations (4096 patches x 1152 per 896 px image, in 27 layers) exist for one
+    chunk only; what is kept is the 256 projected tokens per image.
+    """
+    parameter = next(model.parameters())
+    dtype = parameter.dtype if parameter.is_floating_point() else torch.bfloat16
+    for pixels in pixel_chunks:
+        out = model.get_image_features(pixels.to(parameter.device, dtype, non_blocking=True))
+        yield out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def report_generate(
+    model: Any,
+    *,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    pixel_chunks: Iterable[torch.Tensor],
+    max_new_tokens: int,
+    suppress_tokens: Sequence[int] = (),
+) -> torch.Tensor:
+    """Greedy generation over a multi-image prompt, the vision tower run chunk by chunk. Returns
+    the new token ids, (1, new tokens).
+
+    The image tokens computed chunk by chunk reach `generate` as `mm_encoder_outputs`, the
+    pre-encoded images that `Gemma3Model.forward` merges in place of running the tower itself (its
+    `get_placeholder_mask` + `masked_scatter`, in the prefill only); `token_type_ids` keep Gemma 3's
+    bidirectional attention within each image. Needs transformers >= 5.18.
+    """
+    supports = getattr(model, "_supports_mm_encoder_outputs", None)  # absent before transformers 5.18
+    if supports is None or not supports():
+        import transformers
+
+        raise EngineConfigError(
+            f"The slide report needs transformers >= 5.18 (pre-encoded images); this is {transformers.__version__}."
+        )
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    features = torch.cat(list(image_features(model, pixel_chunks)))
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        top_p=None,
+        top_k=None,
+        suppress_tokens=list(suppress_tokens) or None,
+    )
+    return out[:, input_ids.shape[1] :]

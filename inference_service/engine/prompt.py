@@ -1,9 +1,14 @@
-"""The versioned prompt, the parser of what the model writes, and the answer rule.
+"""The versioned prompts, the parsers of what the model writes, and the answer rule.
 
-The verdict itself comes from `p_yes` (next-token logits of Yes vs No at the answer position);
-the generated text only supplies the one-sentence explanation, and the answer when no `p_yes`
-exists. Changing PROMPT_TEXT changes the verdicts: bump PROMPT_VERSION with it, since every
-verdict stores the version it was made with.
+Two prompts, each with its own version stored next to what it produced:
+
+- the tile verdict (PROMPT_TEXT, PROMPT_VERSION): the verdict itself comes from `p_yes` (next-token
+  logits of Yes vs No at the answer position); the generated text only supplies the one-sentence
+  explanation, and the answer when no `p_yes` exists;
+- the slide report (REPORT_PROMPT_TEXT, REPORT_PROMPT_VERSION): one prompt with many tiles of a
+  slide, answered by a short free-text description.
+
+Changing a prompt's text changes what it produces: bump its version with it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,24 @@ _ANY_YES = re.compile(r"\byes\b", re.IGNORECASE)
 _ANY_NO = re.compile(r"\bno\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
+# MedGemma 1.5 may open a thinking trace unprompted: `<unused94>thought\n…`, closed (rarely) by
+# `<unused95>`. Google's own notebook strips it (cxr_anatomy_localization_with_hugging_face.ipynb).
+# The engine suppresses the opening token while generating; this is the parsers' second line.
+THINKING_START = "<unused94>"
+THINKING_END = "<unused95>"
+
+# The slide report: Google's whole-slide prompt for MedGemma 1.5, word for word but for the
+# procedure, which a slide file does not tell us (notebook high_dimensional_pathology_hugging_face
+# .ipynb: the instruction first, then the patches). MedGemma's model card warns it is sensitive to
+# the prompt's wording, so the one Google published for this task is kept.
+REPORT_PROMPT_VERSION = "crc-report-v1"
+REPORT_PROMPT_TEXT = (
+    "You are an instructor teaching medical students. For education purposes, provide a brief "
+    "descriptive text for the set of pathology patches extracted from a pathology slide. Consider "
+    "the tissue type (below) when deciding what to include in the descriptive text.\ncolon:"
+)
+MAX_REPORT_CHARS = 4000
+
 
 @dataclass(frozen=True)
 class ParsedText:
@@ -62,12 +85,38 @@ def first_sentence(text: str, max_chars: int = MAX_EXPLANATION_CHARS) -> str:
     return sentence.strip()
 
 
+def strip_thinking(text: str) -> str:
+    """`text` without a thinking trace: what follows `<unused95>`, or "" if the trace never closed.
+
+    Text before an opening `<unused94>` is kept; a lone closing marker drops what came before it.
+    """
+    before, opened, after = text.partition(THINKING_START)
+    if opened:
+        _, closed, answer = after.partition(THINKING_END)
+        return (before + answer) if closed else before
+    before, closed, answer = text.partition(THINKING_END)
+    return answer if closed else text
+
+
+def clean_report(text: str | None, max_chars: int = MAX_REPORT_CHARS) -> str:
+    """The report as stored: no thinking trace, trimmed, whitespace runs kept to paragraphs, bounded."""
+    if not text:
+        return ""
+    text = strip_thinking(text)
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    cleaned = "\n\n".join(p for p in paragraphs if p)
+    if len(cleaned) > max_chars:
+        cleaned = cleaned[:max_chars].rsplit(" ", 1)[0] + "…"
+    return cleaned
+
+
 def parse_generated(text: str | None) -> ParsedText:
     """Parse the model's reply, tolerant of case, punctuation, markdown and preambles.
 
     "Yes. Crowded glands…", "**no** — normal mucosa.", "Answer: yes." and "Based on the image,
     the answer is no." all parse; empty or unparseable text gives `indeterminate`, never an error.
     """
+    text = strip_thinking(text) if text else text
     if not text:
         return ParsedText("indeterminate", "")
     cleaned = text.replace("*", "").replace("_", " ").replace("`", "").strip()

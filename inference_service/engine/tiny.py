@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TINY_MODEL_ID = "healer/tiny-random-gemma3 (NOT MedGemma: answers are meaningless)"
-TINY_REVISION = "tiny-v1"
+TINY_REVISION = "tiny-v2"  # v2: MedGemma 1.5's thinking markers in the vocabulary
 TINY_IMAGE_SIZE = 224
 TINY_IMAGE_SEQ_LENGTH = 16  # 224 px / patch 14 = 16x16 patches, pooled 4x4 into 16 soft tokens
 VOCAB_SIZE = 1024
@@ -37,6 +37,11 @@ SPECIAL_TOKENS = [
     "<end_of_image>",
     "<image_soft_token>",
 ]
+
+# MedGemma 1.5 may open a thinking trace with `<unused94>` (closed by `<unused95>`): ordinary
+# tokens of Gemma's vocabulary, not special ones (they survive `skip_special_tokens`). The tiny
+# vocabulary has them too, so the engine's handling of them runs in the tests.
+THINKING_TOKENS = ["<unused94>", "<unused95>"]
 
 # Enough histopathology words that a random model's greedy output decodes to readable tokens,
 # and "Yes"/"No" become single tokens, as they are in Gemma's real vocabulary.
@@ -109,6 +114,7 @@ def _tokenizer() -> PreTrainedTokenizerBase:
     )
     # Registered as special so the turn and image markers are never split into characters.
     tokenizer.add_tokens(SPECIAL_TOKENS[5:], special_tokens=True)
+    tokenizer.add_tokens(THINKING_TOKENS)
     return tokenizer
 
 
