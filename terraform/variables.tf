@@ -286,7 +286,7 @@ variable "service_name" {
 variable "model_id" {
   description = "Hugging Face model id baked into the image and reported in verdicts (the seed's MODEL_ID)."
   type        = string
-  default     = "google/medgemma-4b-it"
+  default     = "google/medgemma-1.5-4b-it"
 }
 
 variable "quantization" {

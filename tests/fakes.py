@@ -119,6 +119,7 @@ class FakeEngine:
     def unwedge(self) -> None:
         """Release the probes that hang, and let new ones answer."""
         self._unwedged.set()
+
     def report_slide(self, patches: Sequence[Image], max_new_tokens: int | None = None) -> SlideReport:
         """A deterministic slide report (the `SlideReporter` port); fails as a batch would on `fail_on`."""
         if not patches:

@@ -10,7 +10,7 @@ tf_state_bucket = "my-healer-dev-tfstate"
 # The seed's names.
 repository_name = "healer-medgemma"
 service_name    = "healer-medgemma-service"
-model_id        = "google/medgemma-4b-it"
+model_id        = "google/medgemma-1.5-4b-it"
 
 # Throw-away environment: allow destroy.
 deletion_protection = false

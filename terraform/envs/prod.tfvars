@@ -8,7 +8,7 @@ tf_state_bucket = "my-healer-prod-tfstate"
 
 repository_name = "healer-medgemma"
 service_name    = "healer-medgemma-service"
-model_id        = "google/medgemma-4b-it"
+model_id        = "google/medgemma-1.5-4b-it"
 
 # Nothing is deleted by Terraform: the services and the database refuse, buckets must be empty.
 deletion_protection = true

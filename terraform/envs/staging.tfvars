@@ -8,7 +8,7 @@ tf_state_bucket = "my-healer-staging-tfstate"
 
 repository_name = "healer-medgemma"
 service_name    = "healer-medgemma-service"
-model_id        = "google/medgemma-4b-it"
+model_id        = "google/medgemma-1.5-4b-it"
 
 # Kept between deploys, like production.
 deletion_protection = true

@@ -240,7 +240,7 @@ def test_images_keep_seed_names_and_deploy_takes_digests_only(cloudbuild: dict[s
     subs = cloudbuild["images"]["substitutions"]
     assert subs["_REGION"] == "europe-west1"
     assert subs["_REPOSITORY_NAME"] == "healer-medgemma"
-    assert subs["_MODEL_ID"] == "google/medgemma-4b-it"
+    assert subs["_MODEL_ID"] == "google/medgemma-1.5-4b-it"
     deploy = cloudbuild["deploy"]
     assert deploy["substitutions"]["_SERVICE_NAME"] == "healer-medgemma-service"
     script = " ".join(next(s for s in deploy["steps"] if s["id"] == "deploy")["args"])

@@ -580,7 +580,7 @@ def test_every_variable_is_typed_described_and_seed_names_kept(tf: Module) -> No
         "region": "europe-west1",
         "repository_name": "healer-medgemma",
         "service_name": "healer-medgemma-service",
-        "model_id": "google/medgemma-4b-it",
+        "model_id": "google/medgemma-1.5-4b-it",
     }
     assert "default" not in tf.variables["project_id"]
 
