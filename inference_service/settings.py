@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
     max_frames: int = Field(default=16, ge=1, validation_alias="MAX_FRAMES")
+    # Memory that decodes running at once may hold together, and the pixels the model needs on
+    # the shorter side: larger images are decoded at a reduced scale (healer_media/imaging.py).
+    decode_memory_mb: int = Field(default=2048, ge=16, validation_alias="DECODE_MEMORY_MB")
+    decode_target_px: int = Field(default=1792, ge=0, validation_alias="DECODE_TARGET_PX")
 
     # Timing chain (ARCHITECTURE.md): ack deadline >= request timeout > inference budget
     lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")
