@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
     push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
     push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
+    # A token minted a moment ago by a clock slightly ahead of ours is "used too early" without it.
+    push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
+    # Set by Cloud Run in every container it runs (https://cloud.google.com/run/docs/container-contract).
+    k_service: str = Field(default="", validation_alias="K_SERVICE")
 
     @model_validator(mode="after")
     def _push_auth_needs_an_account(self) -> Settings:
@@ -74,6 +78,12 @@ class Settings(BaseSettings):
         # alone proves nothing, so verifying without the service account would be theatre.
         if self.push_audience and not self.push_service_account:
             raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
+        # Fail closed: on Cloud Run an unverified push route would let any caller write verdicts.
+        if self.k_service and not self.push_audience:
+            raise ValueError(
+                "running on Cloud Run (K_SERVICE is set) without PUSH_AUDIENCE: push requests would not be "
+                "authenticated; set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"
+            )
         return self
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
