@@ -92,6 +92,9 @@ def create_app(
     """The console app. Tests pass their own settings and store; production reads the environment."""
     settings = settings or ConsoleSettings()
     logs.configure(settings.log_level)
+    # httpx logs every request's URL at INFO; the local stack's upload forwarding puts the object
+    # name in the URL, and names may carry patient identifiers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = FastAPI(title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
     ctx = app.state.console = build_context(settings, store, blobs, signer)
     if ctx.iap is not None:
