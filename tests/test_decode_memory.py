@@ -138,7 +138,6 @@ def status(key):
 
 data = open(sys.argv[1], "rb").read()
 limits = DecodeLimits(max_bytes=len(data), max_pixels=10**9, target_px=int(sys.argv[2]))
-decode_image(data[:4096] + b"", limits) if False else None
 gc.collect()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM) to the current resident size
@@ -169,8 +168,8 @@ def test_the_peak_memory_of_a_decode_stays_within_its_estimate(kind: str, target
     growth, width, height = (int(v) for v in result.stdout.split())
     print(f"{kind}: target {target}: peak growth {growth / MIB:.1f} MB, estimate {cost / MIB:.1f} MB")
     assert growth <= cost, f"{kind} grew {growth / MIB:.1f} MB, over its estimate of {cost / MIB:.1f} MB"
-    if target:
-        assert min(width, height) >= target and min(width, height) < 2 * target * 2
+    if target:  # reduced, never below the target
+        assert target <= min(width, height) < 2 * target
 
 
 # ---- the service under a burst of hostile uploads -----------------------------------------------
@@ -259,4 +258,3 @@ def test_a_burst_of_hostile_uploads_stays_within_the_decode_budget(
     assert growth <= (BURST_BUDGET_MB + ALLOWANCE_MB) * MIB, (
         f"peak grew {growth / MIB:.0f} MB; budget {BURST_BUDGET_MB} MB + allowance {ALLOWANCE_MB} MB"
     )
-    wait_for(lambda: service.proc.poll() is None, 1, "the service to stay up")
