@@ -4,7 +4,8 @@ A push subscription configured with a service account sends `Authorization: Bear
 ID token signed by Google. When `PUSH_AUDIENCE` is set, every request to `/pubsub/*` must carry
 one whose signature verifies against Google's certificates (`PUSH_CERTS_URL`), whose `aud` is
 the audience, whose `email` is `PUSH_SERVICE_ACCOUNT` with `email_verified`, and which has not
-expired. Otherwise the request is refused before anything touches Firestore:
+expired (`iat` and `exp` are checked with `PUSH_CLOCK_SKEW_SECONDS` of leeway for clocks that
+disagree slightly). Otherwise the request is refused before anything touches Firestore:
 
     missing or not a bearer token        → 401 (Pub/Sub retries; an unauthenticated caller learns nothing)
     bad signature/audience/email/expiry  → 403
@@ -76,10 +77,13 @@ class _CachingRequest(google.auth.transport.Request):
 class PushVerifier:
     """Verifies push ID tokens for one audience and one service account."""
 
-    def __init__(self, audience: str, service_account: str, certs_url: str, cache_s: float = 300.0) -> None:
+    def __init__(
+        self, audience: str, service_account: str, certs_url: str, cache_s: float = 300.0, clock_skew_s: int = 10
+    ) -> None:
         self.audience = audience
         self.service_account = service_account
         self.certs_url = certs_url
+        self.clock_skew_s = clock_skew_s
         self._request = _CachingRequest(cache_s)
 
     def verify(self, authorization: str | None) -> Mapping[str, Any]:
@@ -104,12 +108,21 @@ class PushVerifier:
 
     def _decode(self, token: str) -> Mapping[str, Any]:
         try:
-            return id_token.verify_token(token, self._request, audience=self.audience, certs_url=self.certs_url)
+            return self._verify_token(token)
         except google.auth.exceptions.MalformedError as exc:
             if "Certificate for key id" not in str(exc):
                 raise
             self._request.forget()  # an unknown key id: Google may have rotated its keys
-            return id_token.verify_token(token, self._request, audience=self.audience, certs_url=self.certs_url)
+            return self._verify_token(token)
+
+    def _verify_token(self, token: str) -> Mapping[str, Any]:
+        return id_token.verify_token(
+            token,
+            self._request,
+            audience=self.audience,
+            certs_url=self.certs_url,
+            clock_skew_in_seconds=self.clock_skew_s,
+        )
 
 
 def verifier_for(request: Request) -> PushVerifier | None:
@@ -119,7 +132,12 @@ def verifier_for(request: Request) -> PushVerifier | None:
         return None
     verifier: PushVerifier | None = getattr(request.app.state, "push_verifier", None)
     if verifier is None:
-        verifier = PushVerifier(settings.push_audience, settings.push_service_account, settings.push_certs_url)
+        verifier = PushVerifier(
+            settings.push_audience,
+            settings.push_service_account,
+            settings.push_certs_url,
+            clock_skew_s=settings.push_clock_skew_seconds,
+        )
         request.app.state.push_verifier = verifier
     return verifier
 

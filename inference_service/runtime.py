@@ -20,6 +20,7 @@ from types import FrameType
 
 from healer_core.store import JobStore, new_client
 from healer_media.blobs import BlobSource, GcsBlobSource
+from healer_media.budget import MIB, DecodeBudget
 from healer_media.imaging import DecodeLimits
 from inference_service.batcher import MicroBatcher
 from inference_service.engine.base import Engine
@@ -52,13 +53,21 @@ class Runtime:
         self.probe_timeout_s = PROBE_TIMEOUT_S
         self._device_check: DeviceCheck | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # One decode memory budget for every decode of this process: push jobs and /predict.
+        self.decode_budget = DecodeBudget(settings.decode_memory_mb * MIB)
         self._task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
 
     @property
     def limits(self) -> DecodeLimits:
         s = self.settings
-        return DecodeLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_frames=s.max_frames)
+        return DecodeLimits(
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+            max_frames=s.max_frames,
+            target_px=s.decode_target_px,
+            budget=self.decode_budget,
+        )
 
     @cached_property
     def store(self) -> JobStore:

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
     max_frames: int = Field(default=16, ge=1, validation_alias="MAX_FRAMES")
+    # Memory that decodes running at once may hold together, and the pixels the model needs on
+    # the shorter side: larger images are decoded at a reduced scale (healer_media/imaging.py).
+    decode_memory_mb: int = Field(default=2048, ge=16, validation_alias="DECODE_MEMORY_MB")
+    decode_target_px: int = Field(default=1792, ge=0, validation_alias="DECODE_TARGET_PX")
 
     # Timing chain (ARCHITECTURE.md): ack deadline >= request timeout > inference budget
     lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")
@@ -69,6 +73,10 @@ class Settings(BaseSettings):
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
     push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
     push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
+    # A token minted a moment ago by a clock slightly ahead of ours is "used too early" without it.
+    push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
+    # Set by Cloud Run in every container it runs (https://cloud.google.com/run/docs/container-contract).
+    k_service: str = Field(default="", validation_alias="K_SERVICE")
 
     @model_validator(mode="after")
     def _push_auth_needs_an_account(self) -> Settings:
@@ -76,6 +84,12 @@ class Settings(BaseSettings):
         # alone proves nothing, so verifying without the service account would be theatre.
         if self.push_audience and not self.push_service_account:
             raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
+        # Fail closed: on Cloud Run an unverified push route would let any caller write verdicts.
+        if self.k_service and not self.push_audience:
+            raise ValueError(
+                "running on Cloud Run (K_SERVICE is set) without PUSH_AUDIENCE: push requests would not be "
+                "authenticated; set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"
+            )
         return self
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")

@@ -1,4 +1,5 @@
-"""Push authentication (issue 4, item 12): OIDC tokens on /pubsub/* signed by a local key.
+"""Push authentication (issue 4, item 12; issue 11, item 7): OIDC tokens on /pubsub/* signed by a
+local key, a small clock skew allowed, and no start on Cloud Run without PUSH_AUDIENCE.
 
 The signing certificates are served as Google serves them ({key id: PEM certificate}) from a
 local HTTP server, so the real verifier (google.oauth2.id_token) fetches and checks them.
@@ -7,11 +8,15 @@ local HTTP server, so the real verifier (google.oauth2.id_token) fetches and che
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +40,7 @@ from tests.test_service import queued_job
 
 pytestmark = pytest.mark.emulator
 
+REPO = Path(__file__).resolve().parents[1]
 AUDIENCE = "https://healer-inference-abc123-ew.a.run.app/pubsub/push"
 PUSH_SA = "healer-push@healer-test.iam.gserviceaccount.com"
 KID = "test-key-1"
@@ -243,3 +249,49 @@ def test_predict_and_health_need_no_push_token(client) -> None:
 def test_an_audience_without_a_service_account_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="PUSH_SERVICE_ACCOUNT"):
         Settings(PUSH_AUDIENCE=AUDIENCE)
+
+
+# ---- issue 11, item 7: clock skew, and fail closed on Cloud Run ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("iat_offset", "exp_offset"),
+    [(5, 3600), (0, -5)],
+    ids=["issued-5s-ahead-of-our-clock", "expired-5s-ago"],
+)
+def test_a_small_clock_skew_is_tolerated(
+    client: TestClient, store: JobStore, bucket: Any, key: SigningKey, iat_offset: int, exp_offset: int
+) -> None:
+    now = int(time.time())
+    message = queued_job(store, bucket, "skewed.png", png_bytes())
+    token = key.token(iat=now + iat_offset, exp=now + exp_offset)
+    response = client.post("/pubsub/push", json=envelope(message), headers=bearer(token))
+    assert response.status_code == 204, response.text
+
+
+def test_a_token_from_well_beyond_the_skew_is_refused(
+    client: TestClient, store: JobStore, bucket: Any, key: SigningKey
+) -> None:
+    now = int(time.time())
+    message = queued_job(store, bucket, "future.png", png_bytes())
+    token = key.token(iat=now + 120, exp=now + 3720)
+    assert client.post("/pubsub/push", json=envelope(message), headers=bearer(token)).status_code == 403
+    assert untouched(store, message.job_id)
+
+
+def test_on_cloud_run_without_push_audience_the_service_refuses_to_start() -> None:
+    with pytest.raises(ValidationError, match="K_SERVICE"):
+        Settings(K_SERVICE="healer-medgemma-service")
+    configured = Settings(K_SERVICE="healer-medgemma-service", PUSH_AUDIENCE=AUDIENCE, PUSH_SERVICE_ACCOUNT=PUSH_SA)
+    assert configured.push_audience == AUDIENCE
+    # The real start-up path: the app factory, reading the environment as Cloud Run provides it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSH_")}
+    env.update(K_SERVICE="healer-medgemma-service", PYTHONPATH=str(REPO))
+    started = subprocess.run(
+        [sys.executable, "-c", "from inference_service.app import create_app; create_app()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0 and "PUSH_AUDIENCE" in started.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -104,7 +105,7 @@ def test_healthz_and_no_frontend_page(client: TestClient) -> None:
 def test_config_exposes_error_descriptions(client: TestClient, settings: ConsoleSettings) -> None:
     body = client.get("/api/config", headers={"X-Goog-Authenticated-User-Email": "accounts.google.com:a@b.org"}).json()
     assert body["bucket"] == settings.bucket and body["local"] is True
-    assert body["user"] == "a@b.org"
+    assert body["user"] == "", "the unsigned IAP email header is never trusted (tests/test_console_iap.py)"
     assert body["error_descriptions"]["decompression_bomb"] == ERROR_DESCRIPTIONS[ErrorCode.DECOMPRESSION_BOMB]
 
 
@@ -187,25 +188,28 @@ def test_preview_of_a_replaced_generation_is_gone(client: TestClient, seeded: di
 
 
 def test_upload_tickets_land_in_the_inbox(client: TestClient, bucket: Any) -> None:
+    data = _png((40, 30))
     files: list[dict[str, Any]] = [
-        {"name": "slide 1.png", "content_type": "image/png", "size": 100},
-        {"name": "../../etc/passwd", "content_type": "image/tiff"},
-        {"name": "slide 1.png", "content_type": ""},
+        {"name": "slide 1.png", "content_type": "image/png", "size": len(data)},
+        {"name": "../../etc/passwd", "content_type": "image/tiff", "size": 10},
+        {"name": "slide 1.png", "content_type": "", "size": 10},
         {"name": "huge.tif", "content_type": "image/tiff", "size": 10**12},
-        {"name": "odd.bin", "content_type": "not a type"},
+        {"name": "odd.bin", "content_type": "not a type", "size": 10},
+        {"name": "unsized.png", "content_type": "image/png"},
     ]
     body = client.post("/api/uploads", json={"files": files, "prefix": "case 19/../x"}).json()
     tickets = body["uploads"]
     assert [t["file_name"] for t in tickets] == [f["name"] for f in files]
-    first, traversal, duplicate, huge, odd = tickets
-    assert first["object_name"].startswith("console/case 19/x/") and first["object_name"].endswith("/slide 1.png")
+    first, traversal, duplicate, huge, odd, unsized = tickets
+    assert first["object_name"].startswith(f"console/case 19/x/{body['batch']}/")
+    assert first["object_name"].endswith("/slide 1.png")
     assert traversal["object_name"].endswith("/passwd") and ".." not in traversal["object_name"]
     assert duplicate["object_name"] != first["object_name"]
     assert duplicate["headers"] == {"Content-Type": "application/octet-stream"}
     assert huge["url"] is None and "limit" in huge["error"]
     assert odd["url"] is None and "content type" in odd["error"]
+    assert unsized["url"] is None and "size" in unsized["error"], "an unsigned size is refused"
 
-    data = _png((40, 30))
     put = client.put(first["url"], content=data, headers=first["headers"])
     assert put.status_code == 200, put.text
     stored = bucket.get_blob(first["object_name"])
@@ -221,14 +225,36 @@ def test_upload_tickets_land_in_the_inbox(client: TestClient, bucket: Any) -> No
     assert client.post("/api/uploads", json={"files": []}).status_code == 422
 
 
+def test_a_local_ticket_is_bound_to_its_exact_size(client: TestClient, bucket: Any) -> None:
+    data = _png((40, 30))
+    files = [{"name": "sized.png", "content_type": "image/png", "size": len(data)}]
+    ticket = client.post("/api/uploads", json={"files": files}).json()["uploads"][0]
+    assert parse_qs(urlsplit(ticket["url"]).query)["size"] == [str(len(data))]
+    longer, shorter = data + b"\0" * 10, data[:-10]
+    assert client.put(ticket["url"], content=longer, headers=ticket["headers"]).status_code == 400
+    assert client.put(ticket["url"], content=shorter, headers=ticket["headers"]).status_code == 400
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is checked as the body streams
+        yield data
+        yield b"\0" * 10
+
+    assert client.put(ticket["url"], content=chunks(), headers=ticket["headers"]).status_code == 413
+    resized = ticket["url"].replace(f"size={len(data)}", f"size={len(longer)}")
+    assert client.put(resized, content=longer, headers=ticket["headers"]).status_code == 403
+    assert bucket.get_blob(ticket["object_name"]) is None, "a refused upload left an object"
+    assert client.put(ticket["url"], content=data, headers=ticket["headers"]).status_code == 200
+    assert bucket.get_blob(ticket["object_name"]).download_as_bytes() == data
+
+
 def test_local_tickets_expire() -> None:
     signer = LocalUploadSigner(b"k" * 32)
-    url = signer.sign_put("b", "a/b.png", "image/png", ttl=__import__("datetime").timedelta(seconds=60))
-    query = parse_qs(urlsplit(url).query)
+    signed = signer.sign_put("b", "a/b.png", "image/png", 10, ttl=timedelta(seconds=60))
+    query = parse_qs(urlsplit(signed.url).query)
     expires, sig = int(query["expires"][0]), query["sig"][0]
-    assert signer.verify("b", "a/b.png", "image/png", expires, sig)
-    assert not signer.verify("b", "a/b.png", "image/png", 1, sig)
-    assert not signer.verify("b", "a/b.png", "image/jpeg", expires, sig)
+    assert signer.verify("b", "a/b.png", "image/png", 10, expires, sig)
+    assert not signer.verify("b", "a/b.png", "image/png", 10, 1, sig)
+    assert not signer.verify("b", "a/b.png", "image/jpeg", 10, expires, sig)
+    assert not signer.verify("b", "a/b.png", "image/png", 11, expires, sig)
 
 
 def test_gcs_signer_makes_v4_put_urls(emulator_cfg: Any) -> None:
@@ -252,15 +278,17 @@ def test_gcs_signer_makes_v4_put_urls(emulator_cfg: Any) -> None:
     )
     client = storage.Client(project=emulator_cfg.project, credentials=credentials)
     signer = GcsUploadSigner(client, credentials=credentials)
-    url = signer.sign_put("inbox", "console/x/slide 1.png", "image/png", __import__("datetime").timedelta(minutes=15))
-    parts = urlsplit(url)
+    signed = signer.sign_put("inbox", "console/x/slide 1.png", "image/png", 1234, timedelta(minutes=15))
+    parts = urlsplit(signed.url)
     query = parse_qs(parts.query)
     assert parts.scheme == "https" and parts.netloc == "storage.googleapis.com"
     assert parts.path == "/inbox/console/x/slide%201.png"
     assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
     assert query["X-Goog-Expires"] == ["900"]
-    assert "content-type" in query["X-Goog-SignedHeaders"][0]
     assert query["X-Goog-Credential"][0].startswith("console@healer-test.iam.gserviceaccount.com/")
+    # The size is signed: Cloud Storage refuses a PUT whose length is not exactly 1234 bytes.
+    assert set(query["X-Goog-SignedHeaders"][0].split(";")) >= {"content-type", "x-goog-content-length-range"}
+    assert signed.headers == {"Content-Type": "image/png", "x-goog-content-length-range": "1234,1234"}
 
 
 def test_name_cleaning() -> None:

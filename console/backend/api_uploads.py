@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 
-from console.backend.context import Context
+from console.backend.context import CallerDep, Context
 from console.backend.uploads import (
     LOCAL_UPLOAD_PATH,
     UploadRequest,
@@ -18,15 +20,16 @@ from console.backend.uploads import (
 )
 
 router = APIRouter()
+log = logging.getLogger("healer.console")
 
 
 @router.post("/api/uploads", response_model=UploadResponse)
-def create_uploads(ctx: Context, body: UploadRequest) -> UploadResponse:
+def create_uploads(ctx: Context, caller: CallerDep, body: UploadRequest) -> UploadResponse:
     """A signed PUT URL per file, for the inbox bucket (under the console's prefix)."""
     s = ctx.settings
     if len(body.files) > s.max_files_per_request:
         raise HTTPException(status_code=422, detail=f"At most {s.max_files_per_request} files per request.")
-    return issue_tickets(
+    response = issue_tickets(
         body,
         ctx.signer,
         bucket=s.bucket,
@@ -34,6 +37,31 @@ def create_uploads(ctx: Context, body: UploadRequest) -> UploadResponse:
         ttl=timedelta(seconds=s.upload_url_ttl_seconds),
         max_bytes=s.max_image_bytes,
     )
+    # Who asked for upload URLs: the batch folder we generated, never a file or object name (they
+    # may carry patient identifiers). Each job id follows from its object's generation, known
+    # only once the upload lands; Firestore links the batch's objects to their jobs.
+    log.info(
+        "upload URLs issued",
+        extra={
+            "user": caller.email if caller else None,
+            "batch": response.batch,
+            "files": len(response.uploads),
+            "signed": sum(1 for ticket in response.uploads if ticket.url),
+        },
+    )
+    return response
+
+
+async def _exactly(stream: AsyncIterator[bytes], size: int) -> bytes:
+    """The body, which must be `size` bytes: reading stops as soon as it is longer."""
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+        if len(body) > size:
+            raise HTTPException(status_code=413, detail=f"The upload URL was signed for {size} bytes.")
+    if len(body) != size:
+        raise HTTPException(status_code=400, detail=f"The upload URL was signed for {size} bytes, not {len(body)}.")
+    return bytes(body)
 
 
 @router.put(LOCAL_UPLOAD_PATH + "/{bucket}/{name:path}", include_in_schema=False)
@@ -42,23 +70,23 @@ async def local_upload(
     request: Request,
     bucket: str,
     name: str,
+    size: Annotated[int, Query(ge=0)],
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=128)],
     content_type: Annotated[str, Header()] = "application/octet-stream",
 ) -> dict[str, Any]:
-    """Local stack only: check the ticket, then hand the bytes to the emulator's media upload."""
+    """Local stack only: check the ticket (content type and size), then hand the bytes to the
+    emulator's media upload."""
     s = ctx.settings
     if ctx.local_signer is None:
         raise HTTPException(status_code=404, detail="Not found.")
     signed_type = normalize_content_type(content_type) or ""
-    if bucket != s.bucket or not ctx.local_signer.verify(bucket, name, signed_type, expires, sig):
+    if bucket != s.bucket or not ctx.local_signer.verify(bucket, name, signed_type, size, expires, sig):
         raise HTTPException(status_code=403, detail="The upload URL is invalid or expired.")
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > s.max_image_bytes:
-        raise HTTPException(status_code=413, detail="The file is larger than the limit.")
-    data = await request.body()
-    if len(data) > s.max_image_bytes:
-        raise HTTPException(status_code=413, detail="The file is larger than the limit.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared != str(size):
+        raise HTTPException(status_code=400, detail=f"The upload URL was signed for {size} bytes, not {declared}.")
+    data = await _exactly(request.stream(), size)
     async with httpx.AsyncClient(timeout=60.0) as client:
         response = await client.post(
             f"{s.emulator_url}/upload/storage/v1/b/{bucket}/o",

@@ -1,5 +1,7 @@
 """The console's app factory: `uvicorn --factory console.backend.app:create_app`.
 
+With IAP_AUDIENCE set, every route but /healthz first verifies IAP's signed assertion (iap.py).
+
 GET  /healthz                        liveness
 GET  /api/config                     deployment facts for the page (bucket, error descriptions)
 GET  /api/jobs                       newest jobs, filters state/answer, search q, offset/limit
@@ -12,13 +14,18 @@ GET  /…                              the built frontend (console/web/dist)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
+import google.auth.exceptions
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from google.cloud import storage  # type: ignore[attr-defined]
+from starlette.concurrency import run_in_threadpool
 
 from console.backend import api_jobs, api_uploads
 from console.backend.context import ConsoleContext
+from console.backend.iap import IAP_HEADER, IapAuthError, IapVerifier
 from console.backend.preview import PreviewCache
 from console.backend.settings import ConsoleSettings
 from console.backend.static import mount_frontend
@@ -26,6 +33,10 @@ from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, UploadSi
 from healer_core import logs
 from healer_core.store import JobStore, new_client
 from healer_media.blobs import BlobSource, GcsBlobSource
+from healer_media.budget import MIB, DecodeBudget
+from healer_media.imaging import DecodeLimits
+
+log = logging.getLogger("healer.console")
 
 # The page loads only its own scripts and styles; uploads go to Cloud Storage (or, locally, to us).
 CONTENT_SECURITY_POLICY = (
@@ -53,13 +64,22 @@ def build_context(
             signer = GcsUploadSigner(storage.Client(project=settings.project_id), settings.signer_service_account)
     elif isinstance(signer, LocalUploadSigner):
         local_signer = signer
+    preview_limits = DecodeLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        target_px=settings.preview_max_px,  # a preview needs no more: large images decode reduced
+        budget=DecodeBudget(settings.decode_memory_mb * MIB),
+    )
+    iap = IapVerifier(settings.iap_audience, settings.iap_certs_url) if settings.iap_audience else None
     return ConsoleContext(
         settings=settings,
         store=store,
         blobs=blobs,
         signer=signer,
         previews=PreviewCache(settings.preview_cache_entries),
+        preview_limits=preview_limits,
         local_signer=local_signer,
+        iap=iap,
     )
 
 
@@ -72,10 +92,15 @@ def create_app(
     """The console app. Tests pass their own settings and store; production reads the environment."""
     settings = settings or ConsoleSettings()
     logs.configure(settings.log_level)
+    # httpx logs every request's URL at INFO; the local stack's upload forwarding puts the object
+    # name in the URL, and names may carry patient identifiers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = FastAPI(title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.state.console = build_context(settings, store, blobs, signer)
+    ctx = app.state.console = build_context(settings, store, blobs, signer)
+    if ctx.iap is not None:
+        _require_iap(app, ctx.iap)
 
-    @app.middleware("http")
+    @app.middleware("http")  # added last: outermost, so refusals carry the headers too
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -92,3 +117,23 @@ def create_app(
     app.include_router(api_uploads.router)
     mount_frontend(app, settings.static_dir)
     return app
+
+
+def _require_iap(app: FastAPI, verifier: IapVerifier) -> None:
+    """Admit only requests carrying a valid IAP assertion (the liveness probe, sent by Cloud Run
+    itself and never through IAP, excepted); the verified caller goes to `request.state.caller`."""
+
+    @app.middleware("http")
+    async def require_iap(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.url.path == "/healthz":
+            return await call_next(request)
+        try:
+            request.state.caller = await run_in_threadpool(verifier.verify, request.headers.get(IAP_HEADER))
+        except IapAuthError as exc:
+            log.warning("request refused", extra={"status": exc.status, "reason": exc.reason})
+            return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+        except google.auth.exceptions.TransportError as exc:
+            log.error("could not fetch IAP's public keys", extra={"error_type": type(exc).__name__})
+            detail = {"detail": "cannot verify sign-in right now"}
+            return JSONResponse(detail, status_code=503, headers={"Retry-After": "10"})
+        return await call_next(request)

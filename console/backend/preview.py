@@ -2,8 +2,10 @@
 
 The browser never receives the uploaded bytes themselves: a hostile file is decoded with the
 same guards the inference service uses (format by magic bytes, pixel and frame limits, no
-half-decoded truncated files), and only a fresh PNG of at most `max_px` on its longer side
-leaves the console.
+half-decoded truncated files, a decode memory budget shared by all previews of the process,
+DECODE_MEMORY_MB), at no more resolution than the preview needs (a JPEG at a reduced DCT scale,
+anything else box-reduced while it decodes), and only a fresh PNG of at most `max_px` on its
+longer side leaves the console.
 """
 
 from __future__ import annotations

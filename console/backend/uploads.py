@@ -5,6 +5,10 @@ finalize event, Eventarc and the whole pipeline run as for any other upload). Th
 runtime account has no private key: the URL is signed through IAM `signBlob`, which it may call
 on itself only (terraform/console.tf).
 
+Every ticket binds the file's size: the browser declares it, the console refuses a file without
+one or over MAX_IMAGE_BYTES, and the signature covers `x-goog-content-length-range: <size>,<size>`
+(Cloud Storage then refuses a PUT of any other length) — or, locally, the size itself.
+
 On the local stack the Cloud Storage emulator answers no CORS preflight, so a browser on the
 console's origin cannot PUT to it directly. A ticket there is a console URL, HMAC-signed and
 expiring like a real signed URL, that forwards the bytes to the emulator's JSON-API media upload
@@ -19,6 +23,7 @@ import re
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import quote, urlencode
@@ -30,6 +35,7 @@ from google.cloud import storage  # type: ignore[attr-defined]
 from pydantic import BaseModel, Field
 
 LOCAL_UPLOAD_PATH = "/api/uploads/local"
+LENGTH_RANGE_HEADER = "x-goog-content-length-range"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f#\[\]*?]")
@@ -50,6 +56,14 @@ class UploadRequest(BaseModel):
     prefix: str = Field(default="", max_length=256)
 
 
+@dataclass(frozen=True)
+class SignedPut:
+    """A URL that accepts one PUT, and the headers the PUT must carry (they are signed)."""
+
+    url: str
+    headers: dict[str, str]
+
+
 class UploadTicket(BaseModel):
     """Where and how to send one file."""
 
@@ -64,15 +78,16 @@ class UploadTicket(BaseModel):
 
 
 class UploadResponse(BaseModel):
-    """One ticket per requested file, in request order."""
+    """One ticket per requested file, in request order, all in one batch folder."""
 
+    batch: str = Field(description="the batch folder the files land in (upload time plus a random suffix)")
     uploads: list[UploadTicket]
 
 
 class UploadSigner(Protocol):
-    """Issues a URL that accepts one PUT of `name` with exactly `content_type`."""
+    """Issues a URL that accepts one PUT of `name`, with exactly `content_type` and `size` bytes."""
 
-    def sign_put(self, bucket: str, name: str, content_type: str, ttl: timedelta) -> str: ...
+    def sign_put(self, bucket: str, name: str, content_type: str, size: int, ttl: timedelta) -> SignedPut: ...
 
 
 def clean_segment(text: str) -> str:
@@ -133,18 +148,21 @@ class GcsUploadSigner:
         email = self._email or getattr(self._credentials, "service_account_email", "")
         return {"service_account_email": email, "access_token": str(self._credentials.token)}
 
-    def sign_put(self, bucket: str, name: str, content_type: str, ttl: timedelta) -> str:
+    def sign_put(self, bucket: str, name: str, content_type: str, size: int, ttl: timedelta) -> SignedPut:
         blob = self._client.bucket(bucket).blob(name)
+        # A signed header: Cloud Storage refuses the PUT unless its body is exactly `size` bytes.
+        length = {LENGTH_RANGE_HEADER: f"{size},{size}"}
         url: str = blob.generate_signed_url(
             version="v4",
             expiration=ttl,
             method="PUT",
             content_type=content_type,
+            headers=dict(length),  # a copy: the library adds Host to the dict it is given
             api_access_endpoint="https://storage.googleapis.com",
             credentials=self._credentials,
             **self._iam_signing_args(),
         )
-        return url
+        return SignedPut(url, {"Content-Type": content_type, **length})
 
 
 class LocalUploadSigner:
@@ -153,20 +171,22 @@ class LocalUploadSigner:
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret or secrets.token_bytes(32)
 
-    def _mac(self, bucket: str, name: str, content_type: str, expires: int) -> str:
-        message = "\n".join((bucket, name, content_type, str(expires))).encode()
+    def _mac(self, bucket: str, name: str, content_type: str, size: int, expires: int) -> str:
+        message = "\n".join((bucket, name, content_type, str(size), str(expires))).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def sign_put(self, bucket: str, name: str, content_type: str, ttl: timedelta) -> str:
+    def sign_put(self, bucket: str, name: str, content_type: str, size: int, ttl: timedelta) -> SignedPut:
         expires = int(time.time() + ttl.total_seconds())
-        query = urlencode({"expires": expires, "sig": self._mac(bucket, name, content_type, expires)})
-        return f"{LOCAL_UPLOAD_PATH}/{quote(bucket, safe='')}/{quote(name, safe='/')}?{query}"
+        sig = self._mac(bucket, name, content_type, size, expires)
+        query = urlencode({"size": size, "expires": expires, "sig": sig})
+        url = f"{LOCAL_UPLOAD_PATH}/{quote(bucket, safe='')}/{quote(name, safe='/')}?{query}"
+        return SignedPut(url, {"Content-Type": content_type})
 
-    def verify(self, bucket: str, name: str, content_type: str, expires: int, sig: str) -> bool:
-        """True when the URL was issued here, for this content type, and has not expired."""
+    def verify(self, bucket: str, name: str, content_type: str, size: int, expires: int, sig: str) -> bool:
+        """True when the URL was issued here, for this content type and size, and has not expired."""
         if expires < time.time():
             return False
-        return hmac.compare_digest(self._mac(bucket, name, content_type, expires), sig)
+        return hmac.compare_digest(self._mac(bucket, name, content_type, size, expires), sig)
 
 
 def issue_tickets(
@@ -178,8 +198,9 @@ def issue_tickets(
     ttl: timedelta,
     max_bytes: int,
 ) -> UploadResponse:
-    """A ticket per file: a signed URL, or the reason this file cannot be uploaded."""
-    folder = "/".join(p for p in (clean_prefix(base_prefix), clean_prefix(request.prefix), batch_folder()) if p)
+    """A ticket per file: a signed URL bound to its size, or the reason this file cannot be uploaded."""
+    batch = batch_folder()
+    folder = "/".join(p for p in (clean_prefix(base_prefix), clean_prefix(request.prefix), batch) if p)
     expires_at = datetime.now(UTC) + ttl
     tickets: list[UploadTicket] = []
     seen: set[str] = set()
@@ -195,11 +216,12 @@ def issue_tickets(
         ticket = UploadTicket(file_name=file.name, bucket=bucket, object_name=name)
         if content_type is None:
             ticket.error = f"The content type {file.content_type!r} is not valid."
-        elif file.size is not None and file.size > max_bytes:
+        elif file.size is None:
+            ticket.error = "The file's size is needed: an upload URL is signed for one exact size."
+        elif file.size > max_bytes:
             ticket.error = f"The file is {file.size} bytes; the limit is {max_bytes} bytes."
         else:
-            ticket.url = signer.sign_put(bucket, name, content_type, ttl)
-            ticket.headers = {"Content-Type": content_type}
-            ticket.expires_at = expires_at
+            signed = signer.sign_put(bucket, name, content_type, file.size, ttl)
+            ticket.url, ticket.headers, ticket.expires_at = signed.url, signed.headers, expires_at
         tickets.append(ticket)
-    return UploadResponse(uploads=tickets)
+    return UploadResponse(batch=batch, uploads=tickets)
