@@ -49,20 +49,13 @@ TILE = 3584  # a 896 px tile at 1.0 µm/px on a 0.25 µm/px slide, in level-0 pi
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+SCAN = {"width": 40000, "height": 30000, "mpp": 0.25, "objective": 40.0, "levels": 3}
+TILING = {"tile_px": 896, "tile_mpp": 1.0}
+
+
 def _geometry(**progress: Any) -> Slide:
     """An Aperio slide of 40000 x 30000 px at 0.25 µm/px, tiled at 1.0 µm/px."""
-    return Slide(
-        format="svs",
-        vendor="aperio",
-        width=40000,
-        height=30000,
-        mpp=0.25,
-        objective=40.0,
-        levels=3,
-        tile_px=896,
-        tile_mpp=1.0,
-        **progress,
-    )
+    return Slide(format="svs", vendor="aperio", **SCAN, **TILING, **progress)
 
 
 def _slide_job(bucket: str, name: str, generation: int = 1, **fields: Any) -> Job:
