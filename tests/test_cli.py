@@ -121,7 +121,18 @@ def test_read_labels_with_and_without_header(tmp_path: Path) -> None:
 def test_help_is_instant_and_lists_commands() -> None:
     code, out = run("--help")
     assert code == 0
-    for command in ("submit", "results", "watch", "requeue", "dead-letters", "reconcile", "eval", "model", "up"):
+    for command in (
+        "submit",
+        "results",
+        "watch",
+        "slide",
+        "requeue",
+        "dead-letters",
+        "reconcile",
+        "eval",
+        "model",
+        "up",
+    ):
         assert command in out
 
 

@@ -33,7 +33,7 @@ def test_the_five_target_options_are_declared_once() -> None:
 def test_every_cloud_command_takes_every_target_option_and_local_ones_none() -> None:
     commands = _commands()
     cloud = {name for name, command in commands.items() if isinstance(command, TargetCommand)}
-    assert cloud == {"submit", "results", "watch", "eval", "requeue", "dead-letters", "reconcile"}
+    assert cloud == {"submit", "results", "watch", "slide", "eval", "requeue", "dead-letters", "reconcile"}
     assert set(commands) - cloud == LOCAL_COMMANDS
     for name in sorted(cloud):
         code, out = run(name, "--help")

@@ -7,7 +7,7 @@ boundary (`HealerGroup.invoke`, see `healer.cli.errors`) turns expected failures
 
 from __future__ import annotations
 
-from healer.cli import evaluation, jobs, local, recover  # noqa: F401  (register the commands)
+from healer.cli import evaluation, jobs, local, recover, slide  # noqa: F401  (register the commands)
 from healer.cli.app import app
 
 __all__ = ["app", "main"]

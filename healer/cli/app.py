@@ -26,6 +26,7 @@ COMMAND_ORDER = [
     "submit",
     "results",
     "watch",
+    "slide",
     "eval",
     "requeue",
     "dead-letters",

@@ -2,7 +2,8 @@
 
 One `on_snapshot` query listener per 30 job ids (Firestore's `in` limit) delivers each change
 as it is written; a slow re-read every few seconds covers a listener that drops silently.
-Works the same on the Firestore emulator and in GCP.
+Works the same on the Firestore emulator and in GCP. A slide job also shows its progress over
+tiles (`slide.tiles_scored` of `slide.tiles_total`) and its stage, as the pipeline writes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from healer_core.schema import Job
+from healer_core.schema import Job, JobKind, JobState
 
 if TYPE_CHECKING:
     from healer_core.store import JobStore
@@ -75,7 +76,10 @@ class JobFollower:
                 self._changed.clear()
                 on_change(self.snapshot())
             if self.finished() or now >= deadline:
-                return self.snapshot()
+                # The last change may have landed after the check above: show what is returned.
+                final = self.snapshot()
+                on_change(final)
+                return final
             self._changed.wait(timeout=min(0.5, max(0.0, deadline - now)))
 
     def close(self) -> None:
@@ -94,12 +98,15 @@ class JobFollower:
 def follow_with_progress(
     store: JobStore, job_ids: list[str], timeout_s: float, console: Any, label: str = "waiting for verdicts"
 ) -> dict[str, Job]:
-    """Follow jobs with a Rich progress line (done/failed counts). Returns the jobs as last seen."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Follow jobs with a Rich progress line (done/failed counts) and one bar over the tiles of
+    each slide among them (at most `SLIDE_BARS`). Returns the jobs as last seen."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    # The count is a field, not MofNCompleteColumn: a slide counts tiles, and none before it is tiled.
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress, JobFollower(store, job_ids) as follower:
-        task = progress.add_task(label, total=len(job_ids))
+        task = progress.add_task(label, total=len(job_ids), count=f"0/{len(job_ids)}")
+        bars = SlideBars(progress)
 
         def update(jobs: dict[str, Job]) -> None:
             states = [jobs[j].state for j in job_ids if j in jobs]
@@ -107,6 +114,52 @@ def follow_with_progress(
             failed = sum(1 for s in states if s == "failed")
             running = sum(1 for s in states if s == "running")
             desc = f"{label}: {done} done, {failed} failed, {running} running"
-            progress.update(task, completed=done + failed, description=desc)
+            progress.update(task, completed=done + failed, description=desc, count=f"{done + failed}/{len(job_ids)}")
+            bars.update(jobs[j] for j in job_ids if j in jobs)
 
         return follower.wait(timeout_s, update)
+
+
+SLIDE_BARS = 12  # more slides than this are counted in the jobs line only
+
+
+class SlideBars:
+    """One progress bar per slide job: tiles scored of tiles total, and the slide's stage."""
+
+    def __init__(self, progress: Any, limit: int = SLIDE_BARS) -> None:
+        self.progress = progress
+        self.limit = limit
+        self.tasks: dict[str, Any] = {}
+
+    def update(self, jobs: Iterable[Job]) -> None:
+        """Add a bar for each slide seen for the first time (up to the limit); move every bar."""
+        for job in jobs:
+            if job.kind != JobKind.SLIDE:
+                continue
+            if job.job_id not in self.tasks:
+                if len(self.tasks) >= self.limit:
+                    continue
+                self.tasks[job.job_id] = self.progress.add_task("", total=None, count="")
+            self.progress.update(self.tasks[job.job_id], **slide_bar(job))
+
+
+def slide_bar(job: Job) -> dict[str, Any]:
+    """A slide's bar: `  name · stage` over tiles scored of total; it pulses until the slide is tiled."""
+    slide = job.slide
+    total = slide.tiles_total if slide else 0
+    scored = slide.tiles_scored if slide else 0
+    if job.state == JobState.DONE and job.verdict and job.verdict.slide:
+        scored = job.verdict.slide.tiles_scored
+        total = max(total, scored)
+    if job.state == JobState.FAILED:
+        stage = f"failed: {job.error.code}" if job.error else "failed"
+    elif job.state == JobState.DONE:
+        stage = "done"
+    else:
+        stage = str(slide.stage) if slide else "queued"
+    bar: dict[str, Any] = {"description": f"  {job.name} · {stage}", "completed": scored}
+    if total:
+        bar |= {"total": total, "count": f"{scored}/{total} tiles"}
+    else:  # not tiled yet: a pulsing bar while it runs, an empty one once it has ended
+        bar |= {"total": 1 if job.state.terminal else None, "count": ""}
+    return bar

@@ -1,8 +1,7 @@
-"""`healer submit`, `healer results`, `healer watch`: put images in, get verdicts out."""
+"""`healer submit`, `healer results`, `healer watch`: put images and slides in, get verdicts out."""
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -13,14 +12,15 @@ import typer
 
 from healer.cli.app import app, console
 from healer.cli.errors import CliError
+from healer.cli.lookup import find_job
 from healer.cli.render import DISCLAIMER, Format, add_job, job_table, limited, print_table, write_csv, write_json
 from healer.cli.target import TargetCommand, target
-from healer_core.schema import Job, JobState
+from healer_core.schema import Job, JobKind, JobState
 
 if TYPE_CHECKING:
     from healer.cli.uploads import Uploaded
+    from healer_core.store import JobStore
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 3
 
@@ -28,7 +28,9 @@ EXIT_TIMEOUT = 3
 @app.command(cls=TargetCommand)
 def submit(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive) or globs.")],
+    paths: Annotated[
+        list[str], typer.Argument(metavar="PATH", help="Image or slide files, folders (recursive) or globs.")
+    ],
     prefix: Annotated[str, typer.Option(help="Object name prefix, e.g. batch-7/.")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the jobs live and print the verdicts.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 1800.0,
@@ -37,10 +39,11 @@ def submit(
         bool, typer.Option("--skip-existing", help="Reuse objects already uploaded with identical bytes.")
     ] = False,
 ) -> None:
-    """Upload images; each upload becomes one job. Prints the job id per file.
+    """Upload images and slides; each upload becomes one job. Prints the job id per file.
 
-    Exit code with --wait: 0 all done, 1 any job failed, 3 timed out. Ctrl-C stops cleanly:
-    every file is either uploaded (its job runs) or not uploaded at all.
+    --wait follows the jobs live, with a bar over the tiles of each slide. Exit code with --wait:
+    0 all done, 1 any job failed, 3 timed out. Ctrl-C stops cleanly: every file is either
+    uploaded (its job runs) or not uploaded at all.
     """
     from healer.cli.uploads import Uploader, collect, upload_all
 
@@ -67,39 +70,43 @@ def submit(
         out.print("follow with: healer results --since 1h   (or rerun with --wait)", style="dim")
         return
     order = sorted(result.uploaded, key=lambda u: u.name)
-    _wait_and_report([(u.name, u.job_id) for u in order], clients, timeout)
+    _wait_and_report([(u.name, u.job_id) for u in order], clients.store, timeout)
 
 
-def _wait_and_report(named: list[tuple[str, str]], clients: Any, timeout: float) -> dict[str, Job]:
+def _wait_and_report(named: list[tuple[str, str]], store: JobStore, timeout: float) -> dict[str, Job]:
     """Follow jobs to the end, print the verdict table, exit non-zero on failure or timeout."""
     from healer.cli.follow import follow_with_progress
 
     out = console()
     ids = [job_id for _, job_id in named]
     try:
-        jobs = follow_with_progress(clients.store, ids, timeout, out)
+        jobs = follow_with_progress(store, ids, timeout, out)
     except KeyboardInterrupt:
         raise CliError("stopped waiting; the jobs carry on: healer results --since 1h", exit_code=130) from None
     table = job_table(f"Verdicts ({DISCLAIMER})")
     for name, job_id in named:
         add_job(table, jobs.get(job_id), name, job_id)
     out.print(table)
-    failed = [j for j in jobs.values() if j.state == JobState.FAILED]
-    unfinished = [i for i in ids if i not in jobs or not jobs[i].state.terminal]
-    done = len(ids) - len(failed) - len(unfinished)
-    out.print(f"{done} done, {len(failed)} failed, {len(unfinished)} unfinished")
+    done, failed, unfinished = _tally(ids, jobs)
+    line = f"{done} done, {failed} failed, {unfinished} unfinished"
+    slides = [j.job_id for j in jobs.values() if j.kind == JobKind.SLIDE]
+    if slides:
+        s_done, s_failed, s_unfinished = _tally(slides, jobs)
+        line += f" (slides: {s_done} done, {s_failed} failed, {s_unfinished} unfinished)"
+    out.print(line)
     if unfinished:
-        raise CliError(f"{len(unfinished)} job(s) not finished after {timeout:.0f}s", exit_code=EXIT_TIMEOUT)
+        raise CliError(f"{unfinished} job(s) not finished after {timeout:.0f}s", exit_code=EXIT_TIMEOUT)
     if failed:
         raise typer.Exit(EXIT_FAILED)
     return jobs
 
 
-def _split_object(obj: str, default_bucket: str | None) -> tuple[str | None, str]:
-    if obj.startswith("gs://"):
-        bucket, _, name = obj[5:].partition("/")
-        return bucket, name
-    return default_bucket, obj
+def _tally(ids: list[str], jobs: dict[str, Job]) -> tuple[int, int, int]:
+    """(done, failed, unfinished) among `ids`; a job not seen yet is unfinished."""
+    states = [jobs[i].state if i in jobs else None for i in ids]
+    done = states.count(JobState.DONE)
+    failed = states.count(JobState.FAILED)
+    return done, failed, len(ids) - done - failed
 
 
 @app.command(cls=TargetCommand)
@@ -124,18 +131,7 @@ def results(
     settings, store = clients.settings, clients.store
     jobs: Any
     if obj is not None:
-        job = store.get(obj) if JOB_ID.match(obj) else None
-        if job is None:
-            obj_bucket, name = _split_object(obj, settings.bucket or None)
-            if not obj_bucket:
-                raise CliError("no bucket: pass --bucket, set HEALER_BUCKET or give gs://bucket/name")
-            job = store.latest_for(obj_bucket, name)
-            if job is None:
-                raise CliError(
-                    f"no job for gs://{obj_bucket}/{name}: not uploaded, or its event was lost "
-                    "(`healer reconcile` ingests it)"
-                )
-        jobs = [job]
+        jobs = [find_job(store, obj, settings.bucket or None)]
     else:
         jobs = limited(store.iter_jobs(state, page_size, parse_since(since) if since else None), limit)
     if fmt == Format.JSON:
@@ -181,6 +177,9 @@ class _Watch:
         for job in reversed(jobs[-rows:]):
             add_job(table, job)
         summary = "   ".join(f"{s}: {n}" for s, n in counts.items())
+        slides = sum(1 for j in jobs if j.kind == JobKind.SLIDE)
+        if slides:
+            summary += f"   ({slides} of them slides)"
         return Group(table, Text(f"{summary}   (Ctrl-C to stop)", style="dim"))
 
 

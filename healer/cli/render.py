@@ -1,4 +1,9 @@
-"""How jobs are shown: Rich tables for people, JSON and CSV for programs."""
+"""How jobs are shown: Rich tables for people, JSON and CSV for programs.
+
+A slide job takes the same row as an image: its answer and slide score in the answer and p_yes
+columns, and in the detail column `slide · ` and where it is (stage, tiles scored of total) or
+what it found (tiles positive of scored, the report's status).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from healer_core.schema import Job, JobState
+from healer_core.schema import Job, JobKind, JobState, SlideVerdict
 
 DISCLAIMER = "screening aid, not a diagnosis"
 ANSWER_STYLE = {"yes": "red", "no": "green", "indeterminate": "yellow"}
@@ -35,6 +40,15 @@ CSV_FIELDS = [
     "created_at",
     "finished_at",
     "total_ms",
+    # Slide columns (empty for images); JSON carries the whole slide document.
+    "kind",
+    "slide_stage",
+    "tiles_total",
+    "tiles_scored",
+    "tiles_positive",
+    "shards_done",
+    "shards_total",
+    "report_status",
 ]
 
 
@@ -73,7 +87,56 @@ def flat(job: Job) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else "",
         "finished_at": job.finished_at.isoformat() if job.finished_at else "",
         "total_ms": v.timings_ms.total if v else "",
+        **_slide_fields(job),
     }
+
+
+def _slide_fields(job: Job) -> dict[str, Any]:
+    """The slide columns of a CSV row: progress while it runs, the counts of its verdict when done."""
+    progress, found = job.slide, job.verdict.slide if job.verdict else None
+    if progress is None and found is None:
+        return {"kind": str(job.kind)}
+    return {
+        "kind": str(job.kind),
+        "slide_stage": str(progress.stage) if progress else "",
+        "tiles_total": progress.tiles_total if progress else "",
+        "tiles_scored": found.tiles_scored if found else progress.tiles_scored if progress else "",
+        "tiles_positive": found.tiles_positive if found else "",
+        "shards_done": progress.shards_done if progress else "",
+        "shards_total": progress.shards_total if progress else "",
+        "report_status": found.report.status if found else "",
+    }
+
+
+def slide_progress(job: Job) -> str:
+    """Where a slide job is: `scoring 192/400 tiles, 3/7 shards` (the stage alone until tiled)."""
+    slide = job.slide
+    if slide is None:
+        return "waiting to be tiled"  # queued: the slide service has not opened it yet
+    if not slide.tiles_total:
+        return str(slide.stage)
+    tiles = f"{slide.tiles_scored}/{slide.tiles_total} tiles"
+    return f"{slide.stage} {tiles}, {slide.shards_done}/{slide.shards_total} shards"
+
+
+def slide_outcome(found: SlideVerdict) -> str:
+    """What a slide verdict found, in one line: `12/40 tiles positive, report done`."""
+    return f"{found.tiles_positive}/{found.tiles_scored} tiles positive, report {found.report.status}"
+
+
+def _detail(job: Job) -> str:
+    """The detail cell: the explanation or the error; for a slide, its progress or outcome."""
+    if job.kind != JobKind.SLIDE:
+        if job.verdict:
+            return job.verdict.explanation
+        return f"{job.error.code}: {job.error.message}" if job.error else ""
+    if job.verdict and job.verdict.slide:
+        what = slide_outcome(job.verdict.slide)
+    elif job.error:
+        what = f"{job.error.code}: {job.error.message}"
+    else:
+        what = slide_progress(job)
+    return f"slide · {what}"
 
 
 def state_cell(state: JobState | str) -> str:
@@ -93,19 +156,17 @@ def job_table(title: str | None = None) -> Table:
 
 
 def add_job(table: Table, job: Job | None, name: str = "", job_id: str = "") -> None:
-    """One row: the verdict, or the error, or the state it is in."""
+    """One row: the verdict, or the error, or the state it is in (a slide: its progress)."""
     if job is None:
         table.add_row(name, job_id[:12], "[dim]no job yet[/dim]", "", "", "", "")
         return
-    answer = p_yes = detail = ""
+    answer = p_yes = ""
     if job.verdict:
         style = ANSWER_STYLE[job.verdict.answer]
         answer = f"[{style}]{job.verdict.answer}[/{style}]"
         p_yes = "—" if job.verdict.p_yes is None else f"{job.verdict.p_yes:.3f}"
-        detail = job.verdict.explanation
-    elif job.error:
-        detail = f"{job.error.code}: {job.error.message}"
-    table.add_row(name or job.name, job.job_id[:12], state_cell(job.state), answer, p_yes, short(detail), seconds(job))
+    row = (answer, p_yes, short(_detail(job)), seconds(job))
+    table.add_row(name or job.name, job.job_id[:12], state_cell(job.state), *row)
 
 
 def short(text: str, limit: int = SHORT) -> str:

@@ -21,6 +21,10 @@ from healer.cli.errors import CliError
 from healer_core.ids import job_id_for
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+# Single-file whole-slide formats (Aperio, Hamamatsu, Leica, Ventana); tiled TIFFs are above.
+# Ingest decides image or slide by content: the suffix only picks files out of folders.
+SLIDE_SUFFIXES = {".svs", ".ndpi", ".scn", ".bif"}
+UPLOAD_SUFFIXES = IMAGE_SUFFIXES | SLIDE_SUFFIXES
 GLOB_CHARS = set("*?[")
 
 
@@ -49,7 +53,7 @@ def _join(prefix: str, rel: str) -> str:
 
 
 def collect(paths: list[str], prefix: str = "") -> list[Upload]:
-    """Files as given, folders (recursively, image files only) and globs, each with its object name.
+    """Files as given, folders (recursively, image and slide files only) and globs, each with its object name.
 
     A file keeps its base name; a folder's files keep their path relative to the folder.
     Raises CliError when nothing matches or two files would land on the same object name.
@@ -59,7 +63,7 @@ def collect(paths: list[str], prefix: str = "") -> list[Upload]:
         path = Path(arg).expanduser()
         if path.is_dir():
             for f in sorted(path.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                if f.is_file() and f.suffix.lower() in UPLOAD_SUFFIXES and not f.name.startswith("."):
                     found.append(Upload(f, _join(prefix, f.relative_to(path).as_posix())))
         elif path.is_file():
             found.append(Upload(path, _join(prefix, path.name)))
@@ -71,7 +75,7 @@ def collect(paths: list[str], prefix: str = "") -> list[Upload]:
         else:
             raise CliError(f"no such file or folder: {arg}")
     if not found:
-        raise CliError("no image files found in " + ", ".join(paths))
+        raise CliError("no image or slide files found in " + ", ".join(paths))
     by_name: dict[str, Path] = {}
     for item in found:
         other = by_name.setdefault(item.name, item.path)
