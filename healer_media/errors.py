@@ -1,12 +1,13 @@
 """The service's exception hierarchy, drawn once.
 
     HealerError
-    ├── ImageRejected(code)      permanent: the bytes are not a usable image → job failed, 2xx
-    ├── SlideRejected(code)      permanent: the file is not a usable whole-slide image → job failed
-    ├── ShardRejected(reason)    permanent: a tile shard failed validation (code bad_shard)
-    ├── ObjectGone               permanent: the generation no longer exists  → job failed, 2xx
-    ├── TransientError           retry: storage 5xx, timeouts, engine faults → lease released, 503
-    └── Busy                     backpressure: batcher full                   → 429
+    ├── CodedError(code, message)  recorded on the job as its `error`
+    │   ├── ImageRejected          permanent: the bytes are not a usable image → job failed, 2xx
+    │   ├── SlideRejected          permanent: not a usable whole-slide image    → job failed, 2xx
+    │   ├── ShardRejected(reason)  permanent: a tile shard failed validation (code bad_shard)
+    │   └── TransientError         retry: storage 5xx, timeouts, engine faults → lease released, 503
+    ├── ObjectGone                 permanent: the generation no longer exists  → job failed, 2xx
+    └── Busy                       backpressure: batcher full                   → 429
 
 Route handlers never catch broadly; `worker.process_job` maps these to outcomes and the app's
 error boundary maps anything unexpected to 503 (a retry), never to a silent ack.
@@ -21,8 +22,10 @@ class HealerError(Exception):
     """Base of the service's own errors."""
 
 
-class ImageRejected(HealerError):
-    """The uploaded bytes cannot become a model input. Never retried."""
+class CodedError(HealerError):
+    """An error that becomes the job's recorded error: a stable code and a human message."""
+
+    retryable = False
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -30,50 +33,35 @@ class ImageRejected(HealerError):
         self.message = message
 
     def as_job_error(self) -> JobError:
-        return JobError(code=self.code, message=self.message, retryable=False)
+        return JobError(code=self.code, message=self.message, retryable=self.retryable)
 
 
-class SlideRejected(HealerError):
+class ImageRejected(CodedError):
+    """The uploaded bytes cannot become a model input. Never retried."""
+
+
+class SlideRejected(CodedError):
     """The uploaded file cannot become a slide verdict (unreadable_slide, unsupported_slide,
     no_tissue, too_large). Never retried: the same bytes fail the same way."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
-    def as_job_error(self) -> JobError:
-        return JobError(code=self.code, message=self.message, retryable=False)
-
-
-class ShardRejected(HealerError):
+class ShardRejected(CodedError):
     """A shard object failed validation. `reason` says which check (e.g. `not_a_tar`,
     `manifest`, `tile_count`, `bad_tile`); the job error code is always `bad_shard`."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.code = ErrorCode.BAD_SHARD
+        super().__init__(ErrorCode.BAD_SHARD, f"{reason}: {message}")
         self.reason = reason
-        self.message = message
-
-    def as_job_error(self) -> JobError:
-        return JobError(code=self.code, message=f"{self.reason}: {self.message}", retryable=False)
 
 
 class ObjectGone(HealerError):
     """The object generation named by the job is not in the bucket any more."""
 
 
-class TransientError(HealerError):
+class TransientError(CodedError):
     """A fault that a later attempt may not meet (storage 5xx, timeout, CUDA OOM)."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def as_job_error(self) -> JobError:
-        return JobError(code=self.code, message=self.message, retryable=True)
+    retryable = True
 
 
 class Busy(HealerError):
