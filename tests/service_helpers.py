@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -56,3 +60,27 @@ def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
 
 def push(client: TestClient, message: JobMessage, **kw: Any) -> int:
     return client.post("/pubsub/push", content=json.dumps(envelope(message, **kw))).status_code
+
+
+@contextlib.contextmanager
+def serve_json(body: dict[str, Any], path: str) -> Iterator[str]:
+    """Serve `body` as JSON on a local port (a stand-in for Google's key endpoints); yields its URL."""
+    payload = json.dumps(body).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()

@@ -11,11 +11,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
-from tests.service_helpers import envelope, png_bytes, wait_ready
+from tests.service_helpers import envelope, png_bytes, serve_json, wait_ready
 from tests.test_service import queued_job
 
 pytestmark = pytest.mark.emulator
@@ -96,24 +94,8 @@ def key() -> SigningKey:
 @pytest.fixture(scope="module")
 def certs_url(key: SigningKey) -> Iterator[str]:
     """A local stand-in for https://www.googleapis.com/oauth2/v1/certs."""
-    body = json.dumps({key.kid: key.cert_pem}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
-    server.shutdown()
+    with serve_json({key.kid: key.cert_pem}, "/oauth2/v1/certs") as url:
+        yield url
 
 
 def auth_settings(project: str, certs_url: str) -> Settings:

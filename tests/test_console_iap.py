@@ -11,10 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from console.backend.settings import ConsoleSettings
 from healer.stack.config import StackConfig
 from healer_core.schema import ErrorCode, Job
 from healer_core.store import JobStore
+from tests.service_helpers import serve_json
 
 pytestmark = pytest.mark.emulator
 
@@ -83,23 +82,8 @@ def key() -> IapKey:
 @pytest.fixture(scope="module")
 def keys_url(key: IapKey) -> Iterator[str]:
     """A local stand-in for https://www.gstatic.com/iap/verify/public_key."""
-    body = json.dumps({key.kid: key.public_pem}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/iap/verify/public_key"
-    server.shutdown()
+    with serve_json({key.kid: key.public_pem}, "/iap/verify/public_key") as url:
+        yield url
 
 
 def iap_settings(emulator_cfg: StackConfig, bucket: Any, store: JobStore, tmp_path: Path, keys: str) -> ConsoleSettings:
