@@ -74,7 +74,7 @@ def test_gpu_quota_and_regions_are_stated(doc: str) -> None:
     assert "Total Nvidia L4 GPU allocation without zonal" in doc
     assert "max_instances" in doc[: doc.index("## 1. Sign in")]
     variables = (REPO / "terraform" / "variables.tf").read_text()
-    region_desc = re.search(r'variable "region" \{\n  description = "([^"]+)"', variables).group(1)  # type: ignore[union-attr]
+    region_desc = re.search(r'variable "region" \{\n  description = "([^"]+)"', variables).group(1)
     assert "us-east4" not in region_desc and "us-east4" not in doc
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -144,7 +145,7 @@ DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\b")
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path) -> None:  # type: ignore[no-untyped-def]
+def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path: Path) -> None:
     lines = path.read_text().splitlines()
     assert DIGEST.search(lines[0]) and lines[0].startswith("# syntax=docker/dockerfile:"), "frontend pinned"
     froms = [(n, ln) for n, ln in enumerate(lines) if ln.startswith("FROM ")]
@@ -160,7 +161,7 @@ def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path) -> None: 
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_runtime_user_is_numeric(path) -> None:  # type: ignore[no-untyped-def]
+def test_runtime_user_is_numeric(path: Path) -> None:
     final = final_stage(parse(path.read_text()))
     users = [i.args.strip() for i in final if i.keyword == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), f"{path.name}: USER {users}"
