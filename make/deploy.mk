@@ -24,7 +24,8 @@ endif
 # deploy, so a different value from the shell is an error, not an override.
 ENV_SETTINGS := PROJECT_ID=project_id REGION=region TF_STATE_BUCKET=tf_state_bucket \
 	REPOSITORY_NAME=repository_name SERVICE_NAME=service_name MODEL_ID=model_id \
-	NAME_PREFIX=name_prefix HF_SECRET=hf_token_secret_id CONSOLE_SERVICE_NAME=console_service_name
+	NAME_PREFIX=name_prefix HF_SECRET=hf_token_secret_id CONSOLE_SERVICE_NAME=console_service_name \
+	SLIDE_SERVICE_NAME=slide_service_name
 $(foreach s,$(ENV_SETTINGS),$(eval $(firstword $(subst =, ,$(s)))_FROM_ENV := $(call tfvar,$(lastword $(subst =, ,$(s))),$(ENV_FILE))))
 $(foreach s,$(ENV_SETTINGS),$(eval _v := $(firstword $(subst =, ,$(s))))$(if $(and $(filter environment command line,$(origin $(_v))),$($(_v)_FROM_ENV),$(filter-out $($(_v)_FROM_ENV),$($(_v)))),$(error $(_v)=$($(_v)) conflicts with $(ENV_FILE) ($($(_v)_FROM_ENV)): unset it, or edit the file)))
 PROJECT_ID := $(PROJECT_ID_FROM_ENV)
@@ -36,6 +37,7 @@ MODEL_ID := $(or $(MODEL_ID_FROM_ENV),google/medgemma-1.5-4b-it)
 NAME_PREFIX := $(or $(NAME_PREFIX_FROM_ENV),healer)
 HF_SECRET := $(or $(HF_SECRET_FROM_ENV),healer-hf-token)
 CONSOLE_SERVICE_NAME := $(or $(CONSOLE_SERVICE_NAME_FROM_ENV),healer-console)
+SLIDE_SERVICE_NAME := $(or $(SLIDE_SERVICE_NAME_FROM_ENV),healer-slide-service)
 TFVARS := envs/$(ENV).tfvars
 TF_STATE_PREFIX := healer/$(ENV)
 ifneq ($(and $(filter deploy,$(MAKECMDGOALS)),$(filter $(ENV),$(PROMOTE_ONLY_ENVS))),)
@@ -50,6 +52,7 @@ REGION ?= europe-west1
 REPOSITORY_NAME ?= healer-medgemma
 SERVICE_NAME ?= healer-medgemma-service
 CONSOLE_SERVICE_NAME ?= healer-console
+SLIDE_SERVICE_NAME ?= healer-slide-service
 MODEL_ID ?= google/medgemma-1.5-4b-it
 TF_STATE_BUCKET ?=
 TF_STATE_PREFIX ?= healer
@@ -124,9 +127,10 @@ hf-token: deploy-check ## store $HF_TOKEN (or the seed's $MY_HF_TOKEN) as a new 
 	printf '%s' "$$token" | gcloud secrets versions add "$(HF_SECRET)" --project="$(PROJECT_ID)" --data-file=- >/dev/null \
 	&& echo "hf-token: new version of secret $(HF_SECRET) added"
 
-tf-apply: tf-init function-bundle ## apply the whole module from this machine (IMAGE=/CONSOLE_IMAGE= …@sha256:… to pin)
+tf-apply: tf-init function-bundle ## apply the whole module from this machine (IMAGE=/CONSOLE_IMAGE=/SLIDE_IMAGE= …@sha256:… to pin)
 	$(TERRAFORM) -chdir=terraform apply -input=false $(TF_VARS) \
-		$(if $(IMAGE),-var="image=$(IMAGE)") $(if $(CONSOLE_IMAGE),-var="console_image=$(CONSOLE_IMAGE)")
+		$(if $(IMAGE),-var="image=$(IMAGE)") $(if $(CONSOLE_IMAGE),-var="console_image=$(CONSOLE_IMAGE)") \
+		$(if $(SLIDE_IMAGE),-var="slide_image=$(SLIDE_IMAGE)")
 
 tf-destroy: tf-init function-bundle ## destroy an environment (after deletion_protection = false and force_destroy = true)
 	$(TERRAFORM) -chdir=terraform destroy -input=false $(TF_VARS)
@@ -134,7 +138,7 @@ tf-destroy: tf-init function-bundle ## destroy an environment (after deletion_pr
 cloud-test: deploy-check ## Cloud Build: the tests, as the ci account (build logs only)
 	$(SUBMIT) --config=cloudbuild/test.yaml --service-account="$(call BUILD_SA,ci)"
 
-build: deploy-check ## Cloud Build: build and push both images, as the image account (the seed's build.sh)
+build: deploy-check ## Cloud Build: build and push the three images, as the image account (the seed's build.sh)
 	$(SUBMIT) --config=cloudbuild/images.yaml --service-account="$(call BUILD_SA,image)" \
 		--substitutions="$(IMAGE_SUBSTITUTIONS)"
 
@@ -146,16 +150,17 @@ deploy: deploy-check ## tests, then images, then terraform apply of their digest
 	$(SUBMAKE) cloud-test
 	$(SUBMAKE) build TAG=$(TAG)
 	image=$(call digest_of,healer-inference) && console=$(call digest_of,healer-console) && \
-	test -n "$$image" && test -n "$$console" && \
+	slide=$(call digest_of,healer-slide) && \
+	test -n "$$image" && test -n "$$console" && test -n "$$slide" && \
 	$(SUBMAKE) apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$$image" \
-		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$$console"
+		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$$console" SLIDE_IMAGE="$(IMAGE_REPO)/healer-slide@$$slide"
 
-apply-images: deploy-check ## Cloud Build: terraform apply of IMAGE and CONSOLE_IMAGE (by digest), as the deploy account
-	@case "$(IMAGE) $(CONSOLE_IMAGE)" in *@sha256:*\ *@sha256:*) ;; \
-		*) echo "IMAGE and CONSOLE_IMAGE must be <repository>/<name>@sha256:<digest>" >&2; exit 2;; esac
+apply-images: deploy-check ## Cloud Build: terraform apply of IMAGE, CONSOLE_IMAGE and SLIDE_IMAGE (by digest), as the deploy account
+	@case "$(IMAGE) $(CONSOLE_IMAGE) $(SLIDE_IMAGE)" in *@sha256:*\ *@sha256:*\ *@sha256:*) ;; \
+		*) echo "IMAGE, CONSOLE_IMAGE and SLIDE_IMAGE must be <repository>/<name>@sha256:<digest>" >&2; exit 2;; esac
 	@test -n "$(TF_STATE_BUCKET)" || { echo "set tf_state_bucket in $(or $(ENV_FILE),your tfvars) or export TF_STATE_BUCKET" >&2; exit 2; }
 	$(SUBMIT) --config=cloudbuild/deploy.yaml --service-account="$(call BUILD_SA,deploy)" \
-		--substitutions="$(DEPLOY_SUBSTITUTIONS),_IMAGE=$(IMAGE),_CONSOLE_IMAGE=$(CONSOLE_IMAGE)"
+		--substitutions="$(DEPLOY_SUBSTITUTIONS),_IMAGE=$(IMAGE),_CONSOLE_IMAGE=$(CONSOLE_IMAGE),_SLIDE_IMAGE=$(SLIDE_IMAGE)"
 
 # The source environment of a promotion, read from its own tfvars.
 FROM_FILE = terraform/envs/$(FROM).tfvars
@@ -163,20 +168,23 @@ FROM_PROJECT = $(call tfvar,project_id,$(FROM_FILE))
 FROM_REGION = $(or $(call tfvar,region,$(FROM_FILE)),europe-west1)
 FROM_SERVICE = $(or $(call tfvar,service_name,$(FROM_FILE)),healer-medgemma-service)
 FROM_CONSOLE = $(or $(call tfvar,console_service_name,$(FROM_FILE)),healer-console)
+FROM_SLIDE = $(or $(call tfvar,slide_service_name,$(FROM_FILE)),healer-slide-service)
 # The image a source service runs: its template is a digest reference (cloudbuild/deploy.yaml
 # refuses anything else), and its newest revision must be the one serving.
 running_image = $$(gcloud run services describe "$(1)" --project="$(FROM_PROJECT)" --region="$(FROM_REGION)" \
 	--format='value(status.latestReadyRevisionName,status.latestCreatedRevisionName,spec.template.spec.containers[0].image)' \
 	| awk '$$1 == $$2 && $$3 ~ /@sha256:/ { print $$3 }')
 
-promote: deploy-check ## ENV=<target> FROM=<source>: deploy the image digests FROM runs, without rebuilding
+promote: deploy-check ## ENV=<target> FROM=<source>: deploy the three image digests FROM runs, without rebuilding
 	@test -n "$(ENV)" && test -f "$(FROM_FILE)" && test "$(FROM)" != "$(ENV)" || \
 		{ echo "usage: make promote ENV=prod FROM=staging (both terraform/envs/<env>.tfvars)" >&2; exit 2; }
 	image=$(call running_image,$(FROM_SERVICE)) && console=$(call running_image,$(FROM_CONSOLE)) && \
-	test -n "$$image" && test -n "$$console" || { echo "$(FROM) serves no settled digest-pinned revision" >&2; exit 2; }; \
-	echo "promoting $$image and $$console from $(FROM) to $(ENV)"; \
+	slide=$(call running_image,$(FROM_SLIDE)) && \
+	test -n "$$image" && test -n "$$console" && test -n "$$slide" || \
+		{ echo "$(FROM) serves no settled digest-pinned revision" >&2; exit 2; }; \
+	echo "promoting $$image, $$console and $$slide from $(FROM) to $(ENV)"; \
 	gcloud builds submit --no-source --project="$(PROJECT_ID)" --region="$(REGION)" \
 		--config=cloudbuild/promote.yaml --service-account="$(call BUILD_SA,image)" \
-		--substitutions="_REGION=$(REGION),_REPOSITORY_NAME=$(REPOSITORY_NAME),_FROM_IMAGE=$$image,_FROM_CONSOLE_IMAGE=$$console,_TAG=promoted-$(TAG)" && \
+		--substitutions="_REGION=$(REGION),_REPOSITORY_NAME=$(REPOSITORY_NAME),_FROM_IMAGE=$$image,_FROM_CONSOLE_IMAGE=$$console,_FROM_SLIDE_IMAGE=$$slide,_TAG=promoted-$(TAG)" && \
 	$(SUBMAKE) apply-images IMAGE="$(IMAGE_REPO)/healer-inference@$${image##*@}" \
-		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$${console##*@}"
+		CONSOLE_IMAGE="$(IMAGE_REPO)/healer-console@$${console##*@}" SLIDE_IMAGE="$(IMAGE_REPO)/healer-slide@$${slide##*@}"

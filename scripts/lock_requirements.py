@@ -76,6 +76,15 @@ LOCKS: tuple[Lock, ...] = (
         "inference_service/Dockerfile, model stage (python:3.12-slim)",
     ),
     Lock(
+        "requirements/slide.txt",
+        ("pyproject.toml",),
+        "3.11",
+        "slide_service/Dockerfile (python:3.11-slim)",
+        # pyproject.toml's dependencies with the slide extra (openslide-python, the openslide-bin
+        # wheel with its own libopenslide, tifffile, imagecodecs): no torch, no model.
+        extras=("slide",),
+    ),
+    Lock(
         "console/requirements.txt",
         ("console/requirements.in",),
         "3.11",

@@ -107,8 +107,8 @@ resource "google_storage_bucket_iam_member" "deploy_reads_staging" {
   member = "serviceAccount:${google_service_account.deploy.email}"
 }
 
-# Why: the image build pushes the inference and console images to the Healer repository, and
-# nowhere else (promotion copies an image in with the same account: cloudbuild/promote.yaml).
+# Why: the image build pushes the inference, console and slide images to the Healer repository,
+# and nowhere else (promotion copies an image in with the same account: cloudbuild/promote.yaml).
 resource "google_artifact_registry_repository_iam_member" "image_build_pushes_images" {
   project    = var.project_id
   location   = var.region
@@ -153,7 +153,7 @@ locals {
     "roles/monitoring.alertPolicyEditor",    # alert policies
     "roles/pubsub.admin",                    # topics, subscriptions and their IAM
     "roles/resourcemanager.projectIamAdmin", # project-level bindings (datastore.user, …)
-    "roles/run.admin",                       # the inference and console services and their IAM
+    "roles/run.admin",                       # the inference, slide and console services and their IAM
     "roles/serviceusage.serviceUsageAdmin",  # enable APIs, create service agents
     "roles/storage.admin",                   # buckets and their IAM
   ], local.build_iap_roles)) : toset([])
@@ -263,6 +263,7 @@ locals {
     push           = google_service_account.push.name
     reconcile      = google_service_account.reconcile.name
     scheduler      = google_service_account.scheduler.name
+    slide_service  = google_service_account.slide_service.name
   } : {}
 }
 

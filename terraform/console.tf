@@ -144,9 +144,18 @@ resource "google_storage_bucket_iam_member" "console_creates_inbox_objects" {
   member = "serviceAccount:${google_service_account.console.email}"
 }
 
-# Why: previews are rendered from the stored object generation of each job.
+# Why: previews are rendered from the stored object generation of each job, and the slide
+# viewer reads a slide's deep-zoom tiles through the inbox's FUSE volume (get, and list to
+# resolve the folders of an object name).
 resource "google_storage_bucket_iam_member" "console_reads_inbox" {
   bucket = google_storage_bucket.inbox.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.console.email}"
+}
+
+# Why: the job page shows a slide's heatmap, GeoJSON and thumbnail; read-only, results bucket only.
+resource "google_storage_bucket_iam_member" "console_reads_results" {
+  bucket = google_storage_bucket.results.name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.console.email}"
 }
@@ -185,14 +194,32 @@ resource "google_cloud_run_v2_service" "console" {
     labels                           = local.labels
     timeout                          = "60s"
     max_instance_request_concurrency = 40
+    # Cloud Storage volumes (the inbox, for the slide viewer) need the second generation.
+    execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
 
     scaling {
       min_instance_count = 0
       max_instance_count = var.console_max_instances
     }
 
+    # The slide viewer reads deep-zoom tiles of a slide where it lies, like the slide service
+    # (slide_service.tf), instead of downloading gigabytes into the instance's in-memory disk.
+    volumes {
+      name = "inbox"
+      gcs {
+        bucket        = google_storage_bucket.inbox.name
+        read_only     = true
+        mount_options = ["implicit-dirs"]
+      }
+    }
+
     containers {
       image = local.console_image
+
+      volume_mounts {
+        name       = "inbox"
+        mount_path = local.slide_mount
+      }
 
       ports {
         container_port = 8080
@@ -227,6 +254,22 @@ resource "google_cloud_run_v2_service" "console" {
         value = tostring(var.max_image_bytes)
       }
       env {
+        name  = "SLIDE_MOUNT"
+        value = local.slide_mount
+      }
+      env {
+        name  = "RESULTS_BUCKET"
+        value = google_storage_bucket.results.name
+      }
+      env {
+        name  = "MAX_SLIDE_BYTES"
+        value = tostring(var.max_slide_bytes)
+      }
+      env {
+        name  = "MAX_SLIDE_PIXELS"
+        value = tostring(var.max_slide_pixels)
+      }
+      env {
         name  = "SIGNER_SERVICE_ACCOUNT"
         value = google_service_account.console.email
       }
@@ -253,6 +296,7 @@ resource "google_cloud_run_v2_service" "console" {
   depends_on = [
     google_project_iam_member.console_reads_jobs,
     google_storage_bucket_iam_member.console_reads_inbox,
+    google_storage_bucket_iam_member.console_reads_results,
   ]
 }
 
@@ -307,7 +351,7 @@ output "console_cors_origin" {
 }
 
 output "console_service_account" {
-  description = "Runtime service account of the console (reads jobs, signs uploads as itself, creates and reads inbox objects)."
+  description = "Runtime service account of the console (reads jobs, signs uploads as itself, creates and reads inbox objects, reads slide results)."
   value       = google_service_account.console.email
 }
 

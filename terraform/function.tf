@@ -22,9 +22,11 @@ locals {
   function_env = {
     PROJECT_ID         = var.project_id
     JOBS_TOPIC         = google_pubsub_topic.jobs.name
+    SLIDES_TOPIC       = google_pubsub_topic.slides.name # slide jobs (tile) and the sweep's finalize
     JOBS_COLLECTION    = var.jobs_collection
     FIRESTORE_DATABASE = google_firestore_database.main.name
     MAX_IMAGE_BYTES    = tostring(var.max_image_bytes)
+    MAX_SLIDE_BYTES    = tostring(var.max_slide_bytes)
     JOB_TTL_DAYS       = tostring(var.job_ttl_days)
     HEALER_BUCKET      = google_storage_bucket.inbox.name
     LOG_LEVEL          = "INFO"
@@ -55,8 +57,16 @@ resource "google_pubsub_topic_iam_member" "ingest_publishes_jobs" {
   member  = "serviceAccount:${google_service_account.ingest.email}"
 }
 
-# Why: ingest reads object metadata (size, content type, generation) of uploads, in the inbox
-# bucket only.
+# Why: a slide job goes to the slides topic (the slide service tiles it), not to jobs.
+resource "google_pubsub_topic_iam_member" "ingest_publishes_slides" {
+  project = var.project_id
+  topic   = google_pubsub_topic.slides.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.ingest.email}"
+}
+
+# Why: ingest reads object metadata (size, content type, generation) of uploads and a ranged read
+# of their first bytes (image or slide? never a full download), in the inbox bucket only.
 resource "google_storage_bucket_iam_member" "ingest_reads_inbox" {
   bucket = google_storage_bucket.inbox.name
   role   = "roles/storage.objectViewer"

@@ -34,6 +34,23 @@ resource "google_storage_bucket_iam_member" "inference_reads_inbox" {
   member = "serviceAccount:${google_service_account.inference.email}"
 }
 
+# Why: the service scores slide shards, reading each shard object from the work bucket (read
+# only: the shard's scores go to Firestore, nothing is written back).
+resource "google_storage_bucket_iam_member" "inference_reads_work" {
+  bucket = google_storage_bucket.work.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.inference.email}"
+}
+
+# Why: counting a slide's last shard publishes its finalize message to the slides topic, for the
+# slide service; no other publish of the slide path is the inference service's.
+resource "google_pubsub_topic_iam_member" "inference_publishes_slides" {
+  project = var.project_id
+  topic   = google_pubsub_topic.slides.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.inference.email}"
+}
+
 resource "google_cloud_run_v2_service" "inference" {
   project             = var.project_id
   name                = var.service_name
@@ -130,6 +147,16 @@ resource "google_cloud_run_v2_service" "inference" {
         value = tostring(var.lease_seconds)
       }
       env {
+        # Slide shards are read from this bucket only…
+        name  = "WORK_BUCKET"
+        value = google_storage_bucket.work.name
+      }
+      env {
+        # …and a slide's last shard publishes its finalize message here.
+        name  = "SLIDES_TOPIC"
+        value = google_pubsub_topic.slides.name
+      }
+      env {
         # The service verifies the OIDC token of every push: this audience…
         name  = "PUSH_AUDIENCE"
         value = local.inference_url
@@ -169,10 +196,11 @@ resource "google_cloud_run_v2_service" "inference" {
     google_project_service.apis,
     google_project_iam_member.inference_firestore,
     google_storage_bucket_iam_member.inference_reads_inbox,
+    google_storage_bucket_iam_member.inference_reads_work,
   ]
 }
 
-# Why: Pub/Sub delivers jobs and dead letters with the push account's OIDC token; it is the only
+# Why: Pub/Sub delivers jobs (shards included) and dead letters with the push account's OIDC token; it is the only
 # principal that may invoke the service (no allUsers, no allAuthenticatedUsers).
 resource "google_cloud_run_v2_service_iam_member" "push_invokes_inference" {
   project  = var.project_id

@@ -1,5 +1,6 @@
 # Shared lookups and names. Resources are split by concern into the other files:
-# apis → storage → eventarc → function → pubsub → inference → firestore → reconcile → monitoring.
+# apis → storage → eventarc → function → pubsub → inference → slide_service → firestore → reconcile
+# → console → monitoring.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -12,6 +13,8 @@ locals {
   labels = merge({ app = "healer", managed-by = "terraform" }, var.labels)
 
   inbox_bucket_name    = coalesce(var.inbox_bucket_name, "${var.project_id}-${local.prefix}-inbox")
+  work_bucket_name     = "${var.project_id}-${local.prefix}-work"
+  results_bucket_name  = "${var.project_id}-${local.prefix}-results"
   function_bucket_name = "${var.project_id}-${local.prefix}-fn-source"
   build_bucket_name    = "${var.project_id}-${local.prefix}-build"
 

@@ -1,4 +1,5 @@
-# Alerts: a job reached the dead-letter topic, jobs are waiting too long, the service fails.
+# Alerts: a job or slide message reached its dead-letter topic, jobs or slides are waiting too
+# long, the service fails.
 
 locals {
   alert_documentation_suffix = "Runbook: docs/DEPLOY.md#operating. Jobs live in Firestore collection '${var.jobs_collection}'."
@@ -126,5 +127,81 @@ resource "google_monitoring_alert_policy" "service_5xx" {
   documentation {
     mime_type = "text/markdown"
     content   = "More than ${var.alert_5xx_ratio * 100}% of requests to ${google_cloud_run_v2_service.inference.name} answered 5xx over 5 minutes (CUDA OOM, Cloud Storage or Firestore faults, crash loops). ${local.alert_documentation_suffix}"
+  }
+}
+
+# The slide path's two: a slide message (tile or finalize) ran out of deliveries, and slides are
+# waiting for the slide service. (Shard messages travel on the jobs topic: the alerts above.)
+resource "google_monitoring_alert_policy" "slide_dead_letters" {
+  project               = var.project_id
+  display_name          = "Healer: slide messages dead-lettered"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "dead_letter_message_count > 0 on ${google_pubsub_subscription.slides_push.name}"
+
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${google_pubsub_subscription.slides_push.name}\" AND metric.type = \"pubsub.googleapis.com/subscription/dead_letter_message_count\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_DELTA"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A slide message (tile or finalize) exhausted its ${var.max_delivery_attempts} deliveries to ${google_cloud_run_v2_service.slide_service.name}. The slide service settles the slide job from its dead-letter route; the message is kept in subscription ${google_pubsub_subscription.slides_dead_letter_hold.name} for 7 days. ${local.alert_documentation_suffix}"
+  }
+}
+
+resource "google_monitoring_alert_policy" "slides_oldest_unacked" {
+  project               = var.project_id
+  display_name          = "Healer: oldest unacked slide message too old"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "oldest_unacked_message_age > ${var.alert_oldest_unacked_seconds}s on ${google_pubsub_subscription.slides_push.name}"
+
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${google_pubsub_subscription.slides_push.name}\" AND metric.type = \"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_oldest_unacked_seconds
+      duration        = "300s"
+
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Slide messages are waiting longer than ${var.alert_oldest_unacked_seconds}s. Check the slide service's revisions, slide_max_instances and its request timeouts (a slide that cannot tile within 600 s). ${local.alert_documentation_suffix}"
   }
 }

@@ -1,7 +1,7 @@
 # What a user or operator needs after `terraform apply`.
 
 output "inbox_bucket" {
-  description = "Bucket to upload images into; each new object generation becomes one job."
+  description = "Bucket to upload images and whole slides into; each new object generation becomes one job."
   value       = google_storage_bucket.inbox.name
 }
 
@@ -33,6 +33,36 @@ output "dead_letter_topic" {
 output "dead_letter_hold_subscription" {
   description = "Pull subscription retaining every dead letter for 7 days."
   value       = google_pubsub_subscription.dead_letter_hold.name
+}
+
+output "slides_topic" {
+  description = "Pub/Sub topic carrying slide messages (tile, finalize) to the slide service."
+  value       = google_pubsub_topic.slides.name
+}
+
+output "slides_subscription" {
+  description = "Push subscription delivering slide messages to the slide service."
+  value       = google_pubsub_subscription.slides_push.name
+}
+
+output "slides_dead_letter_topic" {
+  description = "Pub/Sub topic receiving slide messages that exhausted their deliveries."
+  value       = google_pubsub_topic.slides_dead_letter.name
+}
+
+output "slides_dead_letter_hold_subscription" {
+  description = "Pull subscription retaining every slide dead letter for 7 days."
+  value       = google_pubsub_subscription.slides_dead_letter_hold.name
+}
+
+output "work_bucket" {
+  description = "Bucket of slide shards and thumbnails (shards/{job_id}/…, thumbnails/{job_id}.png), deleted after work_retention_days."
+  value       = google_storage_bucket.work.name
+}
+
+output "results_bucket" {
+  description = "Bucket of slide results, kept: slides/{job_id}/heatmap.png, tiles.geojson, thumbnail.png."
+  value       = google_storage_bucket.results.name
 }
 
 output "firestore_database" {

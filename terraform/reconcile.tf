@@ -18,10 +18,20 @@ resource "google_project_iam_member" "reconcile_firestore" {
   member  = "serviceAccount:${google_service_account.reconcile.email}"
 }
 
-# Why: reconcile publishes the messages of the jobs it recreates, to the jobs topic only.
+# Why: reconcile publishes the messages of the image jobs it recreates, and its sweep
+# republishes stuck slide shards, to the jobs topic.
 resource "google_pubsub_topic_iam_member" "reconcile_publishes_jobs" {
   project = var.project_id
   topic   = google_pubsub_topic.jobs.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.reconcile.email}"
+}
+
+# Why: the slide jobs reconcile recreates (tile) and the finalize of a slide whose publish was
+# lost go to the slides topic.
+resource "google_pubsub_topic_iam_member" "reconcile_publishes_slides" {
+  project = var.project_id
+  topic   = google_pubsub_topic.slides.name
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${google_service_account.reconcile.email}"
 }

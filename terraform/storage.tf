@@ -1,4 +1,5 @@
-# Buckets: the inbox users upload to, and the private bucket holding the function source zip.
+# Buckets: the inbox users upload to, the slide path's work and results buckets, and the private
+# bucket holding the function source zip.
 
 resource "google_storage_bucket" "inbox" {
   name     = local.inbox_bucket_name
@@ -67,6 +68,77 @@ resource "google_kms_crypto_key_iam_member" "gcs_agent_cmek" {
   crypto_key_id = var.inbox_kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = local.gcs_agent
+}
+
+# The slide path's scratch space: shards (`shards/{job_id}/{n:05d}.tar`, the tiles the inference
+# service scores) and thumbnails (`thumbnails/{job_id}.png`). Everything here is disposable and
+# rebuilt by tiling the slide again, so it expires: a slide needs its shards for minutes, the
+# lifecycle rule deletes them after work_retention_days. Tiles are patient material all the same:
+# private, CMEK like the inbox, audited like every bucket (audit.tf).
+resource "google_storage_bucket" "work" {
+  name     = local.work_bucket_name
+  project  = var.project_id
+  location = var.region
+  labels   = local.labels
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+
+  # Objects live for days: Standard has no minimum storage duration (Nearline's is 30 days).
+  storage_class = "STANDARD"
+
+  # Soft delete would bill every expired shard for 7 more days (the default window), doubling the
+  # bucket's storage for nothing: a lost shard is rebuilt, never restored.
+  soft_delete_policy {
+    retention_duration_seconds = 0
+  }
+
+  lifecycle_rule {
+    action {
+      type = "Delete"
+    }
+    condition {
+      age = var.work_retention_days
+    }
+  }
+
+  dynamic "encryption" {
+    for_each = var.inbox_kms_key_name == null ? [] : [var.inbox_kms_key_name]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+
+  # With CMEK, the Cloud Storage agent's grant on the key must have propagated first (as the inbox).
+  depends_on = [google_project_service.apis, time_sleep.agent_iam_propagation]
+}
+
+# Slide results, kept: `slides/{job_id}/heatmap.png`, `.../tiles.geojson`, `.../thumbnail.png`
+# (keyed by job_id only: object names may carry patient identifiers). Versioning and CMEK like
+# the inbox; no lifecycle rule: a verdict's artifacts live as long as the verdict.
+resource "google_storage_bucket" "results" {
+  name     = local.results_bucket_name
+  project  = var.project_id
+  location = var.region
+  labels   = local.labels
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+
+  versioning {
+    enabled = var.results_versioning
+  }
+
+  dynamic "encryption" {
+    for_each = var.inbox_kms_key_name == null ? [] : [var.inbox_kms_key_name]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+
+  depends_on = [google_project_service.apis, time_sleep.agent_iam_propagation]
 }
 
 # Source archives of the functions. Private, object names carry the content hash.

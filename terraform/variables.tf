@@ -61,7 +61,7 @@ variable "inbox_bucket_name" {
 }
 
 variable "inbox_kms_key_name" {
-  description = "Optional Cloud KMS key (projects/…/locations/…/keyRings/…/cryptoKeys/…) for CMEK on the inbox bucket. Null: Google-managed encryption."
+  description = "Optional Cloud KMS key (projects/…/locations/…/keyRings/…/cryptoKeys/…) for CMEK on the inbox bucket, and on the work and results buckets, which hold what is derived from uploads (slide tiles, thumbnails, heatmaps). Null: Google-managed encryption."
   type        = string
   default     = null
 
@@ -102,8 +102,27 @@ variable "inbox_lifecycle_rules" {
   }
 }
 
+# ── Work and results buckets (whole-slide images) ────────────────────────────────────────────
+
+variable "work_retention_days" {
+  description = "Days the work bucket keeps an object (slide shards, thumbnails) before its lifecycle rule deletes it. A slide needs its shards for minutes; the margin covers retries, dead-letter replays and the reconcile sweep."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.work_retention_days >= 1 && var.work_retention_days <= 365 && floor(var.work_retention_days) == var.work_retention_days
+    error_message = "work_retention_days must be a whole number of days between 1 and 365."
+  }
+}
+
+variable "results_versioning" {
+  description = "Keep noncurrent object versions in the results bucket (slide heatmaps, GeoJSON, thumbnails): a deleted or overwritten artifact stays recoverable. Results are kept; nothing expires them."
+  type        = bool
+  default     = false
+}
+
 variable "force_destroy" {
-  description = "Allow terraform destroy to delete non-empty buckets (inbox, function source, build staging). Keep false outside throw-away environments."
+  description = "Allow terraform destroy to delete non-empty buckets (inbox, work, results, function source, build staging). Keep false outside throw-away environments."
   type        = bool
   default     = false
 }
@@ -121,8 +140,19 @@ variable "jobs_topic_name" {
   }
 }
 
+variable "slides_topic_name" {
+  description = "Pub/Sub topic id for slide messages (SLIDES_TOPIC: tile a slide, finalize it); its dead-letter topic and subscriptions are named after it."
+  type        = string
+  default     = "slides"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,200}$", var.slides_topic_name))
+    error_message = "slides_topic_name must be a valid Pub/Sub topic id."
+  }
+}
+
 variable "max_delivery_attempts" {
-  description = "Deliveries of one job message before Pub/Sub moves it to the dead-letter topic (Pub/Sub allows 5-100)."
+  description = "Deliveries of one job or slide message before Pub/Sub moves it to its dead-letter topic (Pub/Sub allows 5-100)."
   type        = number
   default     = 5
 

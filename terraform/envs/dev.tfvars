@@ -30,6 +30,13 @@ inbox_lifecycle_rules = [
 ]
 job_ttl_days = 90
 
+# Slides: a small slide service (2 vCPU, two tiling workers: 556 MiB measured peak), shards kept
+# 3 days.
+slide_cpu           = "2"
+slide_memory        = "1Gi"
+slide_max_instances = 2
+work_retention_days = 3
+
 # Developers reach the console through `gcloud run services proxy` (works without an organization).
 console_access        = "invoker"
 console_access_member = "group:healer-dev@example.org"

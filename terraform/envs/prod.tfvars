@@ -27,6 +27,12 @@ inbox_kms_key_name       = "projects/my-healer-prod/locations/europe-west1/keyRi
 storage_data_access_logs = true
 job_ttl_days             = 0 # verdicts are kept
 
+# Slides: the work and results buckets use the inbox's key too (they hold tiles, thumbnails and
+# heatmaps of the same material); results are versioned and kept. Up to 8 slides tiled at once
+# on 4 vCPU each; shards expire after 7 days (work_retention_days).
+results_versioning  = true
+slide_max_instances = 8
+
 # Alerts reach the on-call channel (create it once in Cloud Monitoring; its full id here).
 notification_channels = ["projects/my-healer-prod/notificationChannels/1234567890"]
 

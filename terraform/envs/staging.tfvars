@@ -27,6 +27,10 @@ inbox_lifecycle_rules = [
 ]
 job_ttl_days = 30
 
+# Slides: production's service at a smaller scale; results versioned like production's.
+slide_max_instances = 2
+results_versioning  = true
+
 console_access        = "iap"
 console_access_member = "group:healer-staging@example.org"
 

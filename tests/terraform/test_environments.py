@@ -1,7 +1,8 @@
 """Environments (terraform/envs/{dev,staging,prod}.tfvars) and the make targets that deploy them.
 
 Offline: every environment's settings pass the module's own variable validations (evaluated by
-terraform itself on a module of just the variable blocks: no provider, no project), production's
+terraform itself on a module of just the variable blocks: no provider, no project) and the slide
+service's sizing preconditions (the same, with the blocks that compute them), production's
 protections are on, each environment keeps its state apart, and `make` turns ENV=… into exactly
 those settings (read from `make -n`, which prints the commands without running them).
 """
@@ -50,9 +51,38 @@ def variables_module(tmp_path_factory: pytest.TempPathFactory, terraform_bin: st
     return work
 
 
-def _plan(terraform_bin: str, module: Path, var_file: Path) -> subprocess.CompletedProcess[str]:
+def _balanced(text: str, start: int) -> str:
+    """The HCL block that opens at the first `{` from `start`, through its matching `}`."""
+    depth, i = 0, text.index("{", start)
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[start : j + 1]
+    raise AssertionError("unbalanced HCL block")
+
+
+@pytest.fixture(scope="module")
+def sizing_module(tmp_path_factory: pytest.TempPathFactory, terraform_bin: str) -> Path:
+    """Every variable, the slide service's sizing locals and its preconditions, on a terraform_data
+    resource (built in: no provider to download), initialised."""
+    work = tmp_path_factory.mktemp("sizing")
+    text = (TF_DIR / "slide_service.tf").read_text()
+    locals_block = _balanced(text, text.index("locals {\n  slide_memory_mib"))
+    service = text.index('resource "google_cloud_run_v2_service" "slide_service"')
+    lifecycle = _balanced(text, text.index("  lifecycle {", service))
+    blocks = [b for path in sorted(TF_DIR.glob("*.tf")) for b in VARIABLE_BLOCK.findall(path.read_text())]
+    resource = f'resource "terraform_data" "slide_sizing" {{\n{lifecycle}\n}}\n'
+    (work / "main.tf").write_text("\n".join([*blocks, locals_block, resource]))
+    init = subprocess.run(
+        [terraform_bin, "init", "-input=false", "-no-color"], cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    return work
+
+
+def _plan(terraform_bin: str, module: Path, var_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    cmd = [terraform_bin, "plan", "-input=false", "-no-color", "-lock=false", f"-var-file={var_file}"]
+    cmd = [terraform_bin, "plan", "-input=false", "-no-color", "-lock=false", f"-var-file={var_file}", *extra]
     return subprocess.run(cmd, cwd=module, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -75,12 +105,42 @@ def test_the_validations_do_reject(terraform_bin: str, variables_module: Path, t
     assert 'console_access must be "iap" or "invoker"' in result.stderr
 
 
+@pytest.mark.parametrize("name", ENVS)
+def test_environment_sizes_the_slide_service_for_its_measured_peak(
+    name: str, terraform_bin: str, sizing_module: Path
+) -> None:
+    result = _plan(terraform_bin, sizing_module, TF_DIR / "envs" / f"{name}.tfvars")
+    assert result.returncode == 0, f"envs/{name}.tfvars fails the slide service's sizing:\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "complaint"),
+    [
+        ("4", "1Gi", "outside Cloud Run's range for 4 vCPU"),  # Cloud Run wants 2 GiB at 4 vCPU
+        ("2", "512Mi", "under the measured peak of tiling on 2 vCPU (556 MiB"),  # 216 + 2 x 138 + 64
+        ("8", "4Gi", None),
+    ],
+)
+def test_the_sizing_rejects_what_cannot_run(
+    cpu: str, memory: str, complaint: str | None, terraform_bin: str, sizing_module: Path
+) -> None:
+    # dev.tfvars with the size overridden on the command line (a later -var wins).
+    extra = [f"-var=slide_cpu={cpu}", f"-var=slide_memory={memory}"]
+    result = _plan(terraform_bin, sizing_module, TF_DIR / "envs" / "dev.tfvars", *extra)
+    if complaint is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert complaint in " ".join(result.stderr.split()), result.stderr
+
+
 def test_production_protections_are_on() -> None:
     prod = _env("prod")
     assert prod["deletion_protection"] is True and prod["force_destroy"] is False
     assert prod["min_instances"] >= 1, "a warm instance"
     assert prod["max_instances"] >= prod["min_instances"]
     assert prod["inbox_versioning"] is True
+    assert prod["results_versioning"] is True, "slide results are kept and recoverable"
     assert re.fullmatch(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", prod["inbox_kms_key_name"])
     assert prod["notification_channels"], "alerts reach someone"
     assert prod.get("storage_data_access_logs", True) is True
@@ -153,13 +213,20 @@ def test_production_is_promoted_by_digest_never_built() -> None:
     assert "--config=cloudbuild/promote.yaml" in out and "images.yaml" not in out and "docker build" not in out
     assert f"healer-image@{prod['project_id']}.iam.gserviceaccount.com" in out
     assert "apply-images" in out and "healer-inference@${image##*@}" in out
+    # All three services: the slide service's image travels the same way.
+    assert f'gcloud run services describe "{staging.get("slide_service_name", "healer-slide-service")}"' in out
+    assert "_FROM_SLIDE_IMAGE=$slide" in out and "healer-slide@${slide##*@}" in out
 
 
 def test_each_build_runs_as_its_stage_account() -> None:
     out = _make_n("deploy", "ENV=staging").stdout + _make_n("cloud-test", "ENV=staging").stdout
     out += _make_n("build", "ENV=staging").stdout
     out += _make_n(
-        "apply-images", "ENV=staging", "IMAGE=r/healer-inference@sha256:aa", "CONSOLE_IMAGE=r/healer-console@sha256:bb"
+        "apply-images",
+        "ENV=staging",
+        "IMAGE=r/healer-inference@sha256:aa",
+        "CONSOLE_IMAGE=r/healer-console@sha256:bb",
+        "SLIDE_IMAGE=r/healer-slide@sha256:cc",
     ).stdout
     pairs = set(
         re.findall(r"--config=(cloudbuild/\w+\.yaml) --service-account=\"[^\"]*/serviceAccounts/healer-(\w+)@", out)

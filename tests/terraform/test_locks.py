@@ -187,6 +187,7 @@ def test_every_installer_requires_hashes() -> None:
         *sorted((REPO / "make").glob("*.mk")),
         REPO / "inference_service" / "Dockerfile",
         REPO / "console" / "Dockerfile",
+        REPO / "slide_service" / "Dockerfile",
         *sorted((REPO / "cloudbuild").glob("*.yaml")),
     ]
     seen = 0
@@ -202,6 +203,7 @@ def test_every_installer_requires_hashes() -> None:
     dockerfile = (REPO / "inference_service" / "Dockerfile").read_text()
     assert "COPY requirements/inference.txt" in dockerfile and "COPY requirements/model-fetch.txt" in dockerfile
     assert "COPY console/requirements.txt" in (REPO / "console" / "Dockerfile").read_text()
+    assert "COPY requirements/slide.txt" in (REPO / "slide_service" / "Dockerfile").read_text()
     assert "-r requirements/dev.txt" in (REPO / "cloudbuild" / "test.yaml").read_text()
     assert "--require-hashes" in (REPO / "make" / "supply-chain.mk").read_text()
     assert BUNDLER.unhashed_requirements(REPO / "ingest_function" / "requirements.txt") == []
@@ -216,8 +218,22 @@ def test_each_lock_targets_the_python_that_installs_it() -> None:
     assert pythons["requirements/model-fetch.txt"] == "3.12"
     assert re.search(r"^FROM python:3\.11-slim@sha256:", (REPO / "console/Dockerfile").read_text(), re.MULTILINE)
     assert pythons["console/requirements.txt"] == "3.11"
+    slide = (REPO / "slide_service" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim@sha256:", slide, re.MULTILINE)
+    assert pythons["requirements/slide.txt"] == "3.11"
     assert 'runtime         = "python311"' in (REPO / "terraform" / "function.tf").read_text()
     assert pythons["ingest_function/requirements.txt"] == "3.11"
+
+
+def test_the_slide_lock_carries_openslide_and_no_torch() -> None:
+    # openslide-bin is the wheel with libopenslide inside: without it the image has no OpenSlide.
+    entries = parse_lock((REPO / "requirements" / "slide.txt").read_text())
+    assert {"openslide-python", "openslide-bin", "tifffile", "imagecodecs"} <= set(entries)
+    assert not {"torch", "transformers", "bitsandbytes"} & set(entries), "the slide service runs no model"
+    # The image runs the versions the tests run.
+    dev = parse_lock((REPO / "requirements" / "dev.txt").read_text())
+    differ = {n: (e.version, dev[n].version) for n, e in entries.items() if n in dev and dev[n].version != e.version}
+    assert not differ, f"requirements/slide.txt and requirements/dev.txt pin different versions: {differ}"
 
 
 def test_the_tests_cpu_torch_and_the_images_cuda_torch_are_one_version() -> None:

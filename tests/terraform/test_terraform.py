@@ -21,7 +21,15 @@ PUBLIC_PRINCIPALS = ("allUsers", "allAuthenticatedUsers")
 ROLE_ALLOWLIST: dict[str, set[str]] = {
     "sa:ingest": {"roles/datastore.user", "roles/pubsub.publisher", "roles/storage.objectViewer"},
     "sa:reconcile": {"roles/datastore.user", "roles/pubsub.publisher", "roles/storage.objectViewer"},
-    "sa:inference": {"roles/datastore.user", "roles/storage.objectViewer"},
+    "sa:inference": {"roles/datastore.user", "roles/storage.objectViewer", "roles/pubsub.publisher"},
+    # The slide service (slide_service.tf): Firestore, read the inbox, write the work and results
+    # buckets (objectUser: a retry overwrites), publish shards (jobs) and slide messages (slides).
+    "sa:slide_service": {
+        "roles/datastore.user",
+        "roles/storage.objectViewer",
+        "roles/storage.objectUser",
+        "roles/pubsub.publisher",
+    },
     "sa:eventarc_trigger": {"roles/eventarc.eventReceiver", "roles/run.invoker"},
     "sa:scheduler": {"roles/run.invoker"},
     "sa:push": {"roles/run.invoker"},
@@ -85,6 +93,7 @@ PROJECT_LEVEL_ALLOWLIST: dict[str, set[str]] = {
     "sa:ingest": {"roles/datastore.user"},
     "sa:reconcile": {"roles/datastore.user"},
     "sa:inference": {"roles/datastore.user"},
+    "sa:slide_service": {"roles/datastore.user"},
     "sa:eventarc_trigger": {"roles/eventarc.eventReceiver"},
     "sa:function_build": {"roles/logging.logWriter", "roles/storage.objectAdmin"},
     "sa:ci": {"roles/logging.logWriter"},
@@ -379,6 +388,26 @@ def test_resource_scoped_grants_target_the_right_resource(tf: Module) -> None:
         ("google_secret_manager_secret_iam_member", "image_build_reads_hf_token"): (
             "google_secret_manager_secret.hf_token"
         ),
+        # The slide path.
+        ("google_storage_bucket_iam_member", "slide_service_reads_inbox"): "google_storage_bucket.inbox",
+        ("google_storage_bucket_iam_member", "slide_service_writes_work"): "google_storage_bucket.work",
+        ("google_storage_bucket_iam_member", "slide_service_writes_results"): "google_storage_bucket.results",
+        ("google_pubsub_topic_iam_member", "slide_service_publishes_jobs"): "google_pubsub_topic.jobs",
+        ("google_pubsub_topic_iam_member", "slide_service_publishes_slides"): "google_pubsub_topic.slides",
+        ("google_storage_bucket_iam_member", "inference_reads_work"): "google_storage_bucket.work",
+        ("google_pubsub_topic_iam_member", "inference_publishes_slides"): "google_pubsub_topic.slides",
+        ("google_pubsub_topic_iam_member", "ingest_publishes_slides"): "google_pubsub_topic.slides",
+        ("google_pubsub_topic_iam_member", "reconcile_publishes_slides"): "google_pubsub_topic.slides",
+        ("google_storage_bucket_iam_member", "console_reads_results"): "google_storage_bucket.results",
+        ("google_pubsub_topic_iam_member", "pubsub_agent_publishes_slide_dead_letters"): (
+            "google_pubsub_topic.slides_dead_letter"
+        ),
+        ("google_pubsub_subscription_iam_member", "pubsub_agent_acks_slides"): (
+            "google_pubsub_subscription.slides_push"
+        ),
+        ("google_cloud_run_v2_service_iam_member", "push_invokes_slide_service"): (
+            "google_cloud_run_v2_service.slide_service"
+        ),
     }
     for (rtype, name), target in expect.items():
         body = tf.resource(rtype, name)
@@ -566,6 +595,11 @@ def test_alerts_cover_dead_letters_backlog_and_5xx(tf: Module) -> None:
     )
     assert "subscription/dead_letter_message_count" in filters
     assert "subscription/oldest_unacked_message_age" in filters
+    # The slide path's dead letters page like the jobs ones.
+    slides = first(tf.resource("google_monitoring_alert_policy", "slide_dead_letters")["conditions"])
+    slide_filter = first(slides["condition_threshold"])["filter"].replace('\\"', '"')
+    assert 'subscription_id = "${google_pubsub_subscription.slides_push.name}"' in slide_filter
+    assert "subscription/dead_letter_message_count" in slide_filter
     assert "run.googleapis.com/request_count" in filters and "5xx" in filters
     for _, name, p in tf.iter_resources("google_monitoring_alert_policy"):
         assert p["notification_channels"] == "${var.notification_channels}", name
@@ -596,6 +630,15 @@ def test_every_output_is_described(tf: Module) -> None:
         "results_command",
         "ingest_function",
         "reconcile_function",
+        "slides_topic",
+        "slides_subscription",
+        "slides_dead_letter_topic",
+        "slides_dead_letter_hold_subscription",
+        "work_bucket",
+        "results_bucket",
+        "slide_service_url",
+        "slide_service_name",
+        "slide_service_account",
     ):
         assert name in tf.outputs, f"missing output {name}"
     for name, body in tf.outputs.items():
@@ -648,7 +691,16 @@ def test_the_deploy_account_can_act_as_every_identity_it_attaches(tf: Module) ->
             continue
         for account in _attached_accounts(body):
             attached.setdefault(account, []).append(f"{rtype}.{name}")
-    assert {"inference", "console", "ingest", "reconcile", "push", "scheduler", "eventarc_trigger"} <= set(attached)
+    assert {
+        "inference",
+        "console",
+        "ingest",
+        "reconcile",
+        "push",
+        "scheduler",
+        "eventarc_trigger",
+        "slide_service",
+    } <= set(attached)
     acts_as = set(
         re.findall(r"google_service_account\.(\w+)\.name", " ".join(walk_strings(tf.locals["build_acts_as"])))
     )
