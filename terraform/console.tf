@@ -89,6 +89,9 @@ locals {
   )
   # Cloud Run's deterministic URL: the origin the inbox bucket's CORS rule must allow.
   console_url = "https://${var.console_service_name}-${local.project_number}.${var.region}.run.app"
+  # The `aud` of the JWT IAP signs for a Cloud Run service it protects directly (IAP docs, "Securing
+  # your app with signed headers"); checked on the first deploy: a mismatch fails closed (403).
+  console_iap_audience = "/projects/${local.project_number}/locations/${var.region}/services/${var.console_service_name}"
   # IAP's service agent, created below when IAP is used.
   iap_agent = local.console_iap == 1 ? "serviceAccount:${google_project_service_identity.iap[0].email}" : ""
 }
@@ -268,6 +271,19 @@ resource "google_cloud_run_v2_service" "console" {
       env {
         name  = "MAX_SLIDE_PIXELS"
         value = tostring(var.max_slide_pixels)
+      }
+      # Who may call the console: the backend verifies IAP's signed header against this audience
+      # (the Cloud Run service's IAP audience) and refuses to start on Cloud Run without one of the two.
+      env {
+        name  = "CONSOLE_ACCESS"
+        value = var.console_access
+      }
+      dynamic "env" {
+        for_each = var.console_access == "iap" ? [local.console_iap_audience] : []
+        content {
+          name  = "IAP_AUDIENCE"
+          value = env.value
+        }
       }
       env {
         name  = "SIGNER_SERVICE_ACCOUNT"

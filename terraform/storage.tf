@@ -19,9 +19,10 @@ resource "google_storage_bucket" "inbox" {
   # The review console's browser uploads straight to the bucket with V4 signed PUT URLs: allow
   # exactly that origin, method and header (nothing else is readable cross-origin).
   cors {
-    origin          = [local.console_url]
-    method          = ["PUT"]
-    response_header = ["Content-Type"]
+    origin = [local.console_url]
+    method = ["PUT"]
+    # The signed upload URL binds the size with x-goog-content-length-range: the browser sends it.
+    response_header = ["Content-Type", "x-goog-content-length-range"]
     max_age_seconds = 3600
   }
 

@@ -556,6 +556,31 @@ def test_console_iap_grant_is_keyed_by_project_number(tf: Module) -> None:
     assert tf.resource("google_cloud_run_v2_service", "console")["iap_enabled"] == '${var.console_access == "iap"}'
 
 
+def test_console_checks_its_callers_the_way_its_access_mode_says(tf: Module) -> None:
+    # The backend refuses to start on Cloud Run without CONSOLE_ACCESS=invoker or an IAP audience
+    # (console/backend/settings.py): the module must always pass the one its access mode needs.
+    container = first(tf.resource("google_cloud_run_v2_service", "console")["template"])["containers"]
+    container = first(container)
+    plain = {e["name"]: e["value"] for e in container["env"]}
+    assert plain["CONSOLE_ACCESS"] == "${var.console_access}"
+    dynamic_env = [block["env"] for block in container["dynamic"] if "env" in block]
+    assert (
+        len(dynamic_env) == 1
+        and dynamic_env[0]["for_each"] == '${var.console_access == "iap" ? [local.console_iap_audience] : []}'
+    )
+    assert first(dynamic_env[0]["content"])["name"] == "IAP_AUDIENCE"
+    assert tf.locals["console_iap_audience"] == (
+        "/projects/${local.project_number}/locations/${var.region}/services/${var.console_service_name}"
+    )
+
+
+def test_browser_uploads_may_send_the_signed_size_header(tf: Module) -> None:
+    # Signed upload URLs bind the size with x-goog-content-length-range; without it in the CORS
+    # rule the browser's preflight fails and no console upload reaches the bucket.
+    cors = first(tf.resource("google_storage_bucket", "inbox")["cors"])
+    assert "x-goog-content-length-range" in cors["response_header"]
+
+
 def test_buckets_are_private(tf: Module) -> None:
     buckets = tf.resources["google_storage_bucket"]
     assert {"inbox", "function_source"} <= set(buckets)
