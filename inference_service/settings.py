@@ -5,11 +5,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Google's signing certificates for ID tokens, as {key id: PEM certificate}.
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+# Cloud Run sends SIGKILL this long after SIGTERM (https://cloud.google.com/run/docs/container-contract).
+CLOUD_RUN_SIGKILL_SECONDS = 10
 
 
 class Settings(BaseSettings):
@@ -68,6 +70,9 @@ class Settings(BaseSettings):
     # On SIGTERM, batches already accepted may finish for this long; whatever is left is released
     # (503). Keep it under the server's graceful-shutdown timeout (8 s) and Cloud Run's 10 s.
     shutdown_grace_seconds: float = Field(default=6.0, ge=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+    # The server's own graceful-shutdown timeout (uvicorn --timeout-graceful-shutdown; the image's
+    # command passes this variable). Cloud Run kills the container 10 s after SIGTERM.
+    server_shutdown_seconds: float = Field(default=8.0, gt=0, validation_alias="SERVER_SHUTDOWN_SECONDS")
 
     # Push authentication (OIDC). Empty audience = not verified (local stack).
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
@@ -77,6 +82,43 @@ class Settings(BaseSettings):
     push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
     # Set by Cloud Run in every container it runs (https://cloud.google.com/run/docs/container-contract).
     k_service: str = Field(default="", validation_alias="K_SERVICE")
+
+    @field_validator("dtype")
+    @classmethod
+    def _no_float16(cls, value: str) -> str:
+        # Refused here, at start-up, rather than minutes later inside the background model load.
+        if value == "float16":
+            raise ValueError(
+                "DTYPE=float16 is refused: Gemma 3 activations overflow in fp16 (inf/NaN logits); "
+                "use bfloat16 on a GPU (the default) or float32 on a CPU"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timing_chain_holds(self) -> Settings:
+        # ARCHITECTURE.md's timing chain: a job's inference must end while its lease still fences
+        # it, and a draining instance must finish or release before the server, then Cloud Run, stop it.
+        if self.inference_budget_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"INFERENCE_BUDGET_SECONDS ({self.inference_budget_seconds:g}) must be below LEASE_SECONDS "
+                f"({self.lease_seconds:g}): a verdict computed after the lease expired is fenced off and lost"
+            )
+        if self.shutdown_grace_seconds >= self.server_shutdown_seconds:
+            raise ValueError(
+                f"SHUTDOWN_GRACE_SECONDS ({self.shutdown_grace_seconds:g}) must be below SERVER_SHUTDOWN_SECONDS "
+                f"({self.server_shutdown_seconds:g}): the server would cut requests before their leases are released"
+            )
+        if self.k_service and self.server_shutdown_seconds >= CLOUD_RUN_SIGKILL_SECONDS:
+            raise ValueError(
+                f"SERVER_SHUTDOWN_SECONDS ({self.server_shutdown_seconds:g}) must be below Cloud Run's "
+                f"{CLOUD_RUN_SIGKILL_SECONDS} s between SIGTERM and SIGKILL"
+            )
+        if self.max_batch_size > self.max_queue:
+            raise ValueError(
+                f"MAX_BATCH_SIZE ({self.max_batch_size}) must not exceed MAX_QUEUE ({self.max_queue}): "
+                "a batch is taken from the queue"
+            )
+        return self
 
     @model_validator(mode="after")
     def _push_auth_needs_an_account(self) -> Settings:

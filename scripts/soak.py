@@ -63,6 +63,7 @@ SOAK_PORTS = {
 # What the stack's child processes read (they inherit this process's environment).
 SOAK_ENV = {
     "LEASE_SECONDS": "20",
+    "INFERENCE_BUDGET_SECONDS": "15",  # below the lease, as the service's settings require
     "MAX_IMAGE_BYTES": "2000000",
     "MAX_FRAMES": "16",
     "MAX_NEW_TOKENS": "8",

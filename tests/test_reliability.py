@@ -300,10 +300,12 @@ class PushSubscription:
 def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
     emulator_cfg, store, bucket, services, tmp_path, unique
 ) -> None:
-    """Item 5: SIGKILL during a slow inference; the emulator redelivers; after the 3 s lease expires
+    """Item 5: SIGKILL during a slow inference; the emulator redelivers; after the 6 s lease expires
     a new process completes the job exactly once, with attempts = 2."""
     port = free_port()
-    doomed = ServiceProcess(port, store.collection.id, tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=60, LEASE_SECONDS=3)
+    # The inference budget stays below the lease, as the settings require.
+    timing = {"LEASE_SECONDS": 6, "INFERENCE_BUDGET_SECONDS": 5}
+    doomed = ServiceProcess(port, store.collection.id, tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=60, **timing)
     services.append(doomed)
     subscription = PushSubscription(emulator_cfg.project, f"jobs-kill-{unique}", f"{doomed.url}/pubsub/push")
     try:
@@ -313,7 +315,7 @@ def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
         doomed.signal(signal.SIGKILL)
         doomed.proc.wait(5)
         assert store.get(message.job_id).state == JobState.RUNNING  # the dead worker's lease remains
-        services.append(ServiceProcess(port, store.collection.id, tmp_path / "successor.log", LEASE_SECONDS=3))
+        services.append(ServiceProcess(port, store.collection.id, tmp_path / "successor.log", **timing))
         job = wait_for(lambda: (j := store.get(message.job_id)).state.terminal and j, 90, "the redelivery", every_s=0.5)
     finally:
         subscription.close()

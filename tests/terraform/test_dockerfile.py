@@ -126,7 +126,13 @@ def test_layers_ordered_for_fast_code_rebuilds(instructions: list[Instruction]) 
 def test_cmd_serves_the_app_factory(instructions: list[Instruction]) -> None:
     cmd = [i for i in instructions if i.keyword == "CMD"][-1].args
     assert "uvicorn --factory inference_service.app:create_app" in cmd
-    assert "${PORT:-8080}" in cmd and "--timeout-graceful-shutdown 8" in cmd
+    assert "${PORT:-8080}" in cmd
+    # The server's shutdown timeout is the variable the service's settings check SHUTDOWN_GRACE_SECONDS
+    # against, with the same default.
+    from inference_service.settings import Settings
+
+    default = Settings.model_fields["server_shutdown_seconds"].default
+    assert f"--timeout-graceful-shutdown ${{SERVER_SHUTDOWN_SECONDS:-{default:g}}}" in cmd
 
 
 def test_dockerignore_keeps_the_context_minimal() -> None:
