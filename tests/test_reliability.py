@@ -12,13 +12,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 from fastapi.testclient import TestClient
-from google.cloud import pubsub_v1, storage
+from google.cloud import storage
 from PIL import Image, PngImagePlugin
 
 from healer.stack.config import StackConfig
@@ -38,7 +34,8 @@ from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
-from tests.service_helpers import envelope, push, wait_ready
+from tests.processes import PushSubscription, ServiceProcess, free_port, wait_for
+from tests.service_helpers import push, wait_ready
 from tests.test_service import queued_job
 
 pytestmark = pytest.mark.emulator
@@ -57,17 +54,6 @@ def marked_png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (seed * 37 % 256, 80, 160)).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; return its value or fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def events(job: Job) -> list[str]:
@@ -149,73 +135,6 @@ def test_backpressure_refuses_the_excess_and_all_complete_on_retry(emulator_cfg,
 # ---- real processes: SIGTERM and SIGKILL ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceProcess:
-    """The service under uvicorn (the stack's flags) with a slow FakeEngine, in its own group."""
-
-    def __init__(self, port: int, collection: str, log_path: Path, **env: Any) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        child_env = dict(os.environ)
-        child_env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "ingest_function")]),
-                "JOBS_COLLECTION": collection,
-                "BATCH_WINDOW_MS": "1",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        child_env.update({k: str(v) for k, v in env.items()})
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.reliability_app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "8",
-            "--no-access-log",
-        ]
-        self.log_path = log_path
-        with open(log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=child_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self._ready, 60, f"the service on port {port} (log: {log_path})", every_s=0.2)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"service exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def push(self, message: JobMessage, timeout: float = 30.0) -> int:
-        """Status of one push, or 0 when the connection is refused or cut (no answer at all)."""
-        try:
-            return requests.post(f"{self.url}/pubsub/push", json=envelope(message), timeout=timeout).status_code
-        except requests.RequestException:
-            return 0
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
     """Started ServiceProcesses go here; whatever is still running is killed at the end."""
@@ -268,32 +187,6 @@ def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
     assert answered_s < 10 and exited_s < 10
     untouched = store.get(later.job_id)
     assert untouched.state == JobState.QUEUED and untouched.attempts == 0
-
-
-class PushSubscription:
-    """A per-test topic whose push subscription delivers to `endpoint` (short ack deadline)."""
-
-    def __init__(self, project: str, name: str, endpoint: str) -> None:
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(project, name)
-        self.sub = self.subscriber.subscription_path(project, f"{name}-push")
-        self.publisher.create_topic(name=self.topic)
-        self.subscriber.create_subscription(
-            request={
-                "name": self.sub,
-                "topic": self.topic,
-                "push_config": {"push_endpoint": endpoint},
-                "ack_deadline_seconds": 10,
-            }
-        )
-
-    def publish(self, message: JobMessage) -> None:
-        self.publisher.publish(self.topic, message.to_data(), **message.attributes()).result(timeout=10)
-
-    def close(self) -> None:
-        self.subscriber.delete_subscription(subscription=self.sub)
-        self.publisher.delete_topic(topic=self.topic)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from healer_media.errors import TransientError
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
-from tests.service_helpers import envelope, jpeg_bytes, png_bytes, push, wait_ready
+from tests.service_helpers import jpeg_bytes, png_bytes, push, wait_ready
 
 pytestmark = pytest.mark.emulator
 
@@ -176,28 +177,6 @@ def test_engine_error_is_a_retry(settings, store, bucket) -> None:  # type: igno
     assert job.state == JobState.QUEUED and job.error.code == ErrorCode.ENGINE_ERROR
 
 
-def test_dead_letter_marks_the_job_failed(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
-    message = queued_job(store, bucket, "doomed.png", png_bytes())
-    response = client.post("/pubsub/dead-letter", json=envelope(message, attempt=5))
-    assert response.status_code == 204
-    job = store.get(message.job_id)
-    assert job.state == JobState.FAILED and job.error.code == ErrorCode.DEAD_LETTERED
-    assert "5" in job.error.message
-
-
-def test_dead_letter_never_overwrites_a_verdict(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
-    message = queued_job(store, bucket, "finished.png", png_bytes())
-    assert push(client, message) == 204
-    assert client.post("/pubsub/dead-letter", json=envelope(message)).status_code == 204
-    assert store.get(message.job_id).state == JobState.DONE
-
-
-def test_dead_letter_for_an_unknown_job_records_it(client, store) -> None:  # type: ignore[no-untyped-def]
-    message = JobMessage.for_object("inbox", "never-ingested.png", 7)
-    assert client.post("/pubsub/dead-letter", json=envelope(message)).status_code == 204
-    assert store.get(message.job_id).error.code == ErrorCode.DEAD_LETTERED
-
-
 def test_bad_envelope_is_400(client) -> None:  # type: ignore[no-untyped-def]
     assert client.post("/pubsub/push", content=b"not json").status_code == 400
     assert client.post("/pubsub/push", json={"message": {"data": "bm90IGpzb24="}}).status_code == 400
@@ -229,12 +208,9 @@ def test_predict_rejects_bad_images_with_specific_status(client, data, status) -
 def test_readyz_reports_a_model_that_cannot_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings = Settings(MODEL_DIR=str(tmp_path / "nothing-here"), WARMUP=False)
     with TestClient(create_app(settings)) as c:
-        for _ in range(200):
-            body = c.get("/readyz").json()
-            if body["status"] == "failed":
-                break
-            import time
-
+        # Loading imports torch and transformers first: seconds on a busy machine, so no tight bound.
+        deadline = time.monotonic() + 120
+        while (body := c.get("/readyz").json())["status"] != "failed" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.get("/readyz").status_code == 503
         assert body["status"] == "failed" and body["detail"]

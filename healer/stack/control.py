@@ -191,6 +191,12 @@ def app_components(cfg: StackConfig) -> list[Component]:
             timeout_s=float(os.environ.get("HEALER_SERVICE_START_TIMEOUT", "900")),
         ),
         Component(
+            "push",
+            [sys.executable, "-m", "healer.stack.push"],
+            0,
+            lambda: True,
+        ),
+        Component(
             "eventarc",
             [sys.executable, "-m", "healer.stack.eventarc"],
             0,
@@ -360,6 +366,7 @@ ALL_COMPONENTS = [
     "console",
     "scheduler",
     "eventarc",
+    "push",
     "service",
     "reconcile",
     "ingest",

@@ -22,7 +22,12 @@ def ensure_bucket(cfg: StackConfig) -> None:
 
 
 def ensure_pubsub(cfg: StackConfig) -> None:
-    """Topics, the push subscription (retry backoff, dead letter after N), the dead-letter pair."""
+    """Topics, the jobs subscription (retry backoff, dead letter after N), the dead-letter pair.
+
+    The two subscriptions terraform/pubsub.tf makes push subscriptions are pull subscriptions
+    here with the same policies: the push stand-in (healer/stack/push.py) delivers them with
+    Pub/Sub's concurrency, which the emulator's own push (2 at a time) does not have.
+    """
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
@@ -38,7 +43,6 @@ def ensure_pubsub(cfg: StackConfig) -> None:
         {
             "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),
             "topic": jobs,
-            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
             "ack_deadline_seconds": cfg.ack_deadline_seconds,
             "retry_policy": retry,
             "dead_letter_policy": {
@@ -49,7 +53,6 @@ def ensure_pubsub(cfg: StackConfig) -> None:
         {
             "name": subscriber.subscription_path(cfg.project, cfg.dead_letter_push_subscription),
             "topic": dead,
-            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/dead-letter"},
             "ack_deadline_seconds": 60,
             "retry_policy": retry,
         },
