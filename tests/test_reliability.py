@@ -27,6 +27,7 @@ from PIL import Image, PngImagePlugin
 
 from healer.stack.config import StackConfig
 from healer.stack.eventarc import deliver
+from healer_core.ids import job_id_for
 from healer_core.logs import JsonFormatter
 from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore, new_client
@@ -259,6 +260,19 @@ def terminal_job(store: JobStore, blob: storage.Blob, timeout_s: float = 60.0) -
     return result
 
 
+def terminal_job_of_generation(
+    store: JobStore, bucket: str, name: str, generation: int, timeout_s: float = 90.0
+) -> Job:
+    """The job of one generation, once terminal (fails if that generation never got a job)."""
+
+    def check() -> Job | None:
+        job = store.get(job_id_for(bucket, name, generation))
+        return job if job is not None and job.state.terminal else None
+
+    result: Job = wait_for(check, timeout_s, f"a terminal job for generation {generation}", every_s=0.3)
+    return result
+
+
 def jobs_named(store: JobStore, bucket: str, name: str) -> list[Job]:
     from google.cloud import firestore
 
@@ -300,6 +314,28 @@ def test_twenty_copies_of_one_event_make_one_job_and_one_verdict(stack_cfg, gcs,
     job = jobs[0]
     assert job.state == JobState.DONE and job.verdict is not None
     assert job.attempts == 1 and events(job).count("leased") == 1 and events(job).count("done") == 1
+
+
+@pytest.mark.slow
+def test_a_burst_of_overwrites_of_one_name_makes_a_job_per_generation(
+    stack_cfg: StackConfig, gcs: storage.Bucket, stack_store: JobStore, unique: str
+) -> None:
+    """Issue 11 item 6: one name uploaded 6 times in quick succession (well within one look of a
+    bucket listing). As on Google Cloud, each generation is its own event and its own job: the
+    newest ends done, each older one done or failed/object_gone (overwritten before it ran)."""
+    name = f"{PATIENT}/{unique}/overwritten.png"
+    blobs = [upload(gcs, name, marked_png(40 + i)) for i in range(6)]
+    generations = [int(b.generation) for b in blobs]
+    assert len(set(generations)) == 6
+    jobs = {g: terminal_job_of_generation(stack_store, gcs.name, name, g) for g in generations}
+    assert len(jobs_named(stack_store, gcs.name, name)) == 6
+    newest = jobs[generations[-1]]
+    assert newest.state == JobState.DONE and newest.verdict is not None
+    for generation in generations[:-1]:
+        job = jobs[generation]
+        gone = job.state == JobState.FAILED and job.error is not None and job.error.code == "object_gone"
+        assert gone or job.state == JobState.DONE, (generation, job.state, job.error)
+        assert [e.event for e in job.history].count("created") == 1
 
 
 @pytest.mark.slow

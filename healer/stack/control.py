@@ -343,12 +343,9 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: N
     cfg = cfg or StackConfig()
     cfg.home.mkdir(parents=True, exist_ok=True)
     os.environ.update(cfg.client_env())
-    fresh_storage = running_pid(cfg, "storage") is None
     for comp in emulator_components(cfg):
         if start(cfg, comp):
             echo(f"started {comp.name} on {cfg.host}:{comp.port}")
-    if fresh_storage:  # an in-memory bucket starts empty: forget what was delivered before
-        (cfg.home / "eventarc-delivered.json").unlink(missing_ok=True)
     from healer.stack.provision import ensure_bucket, ensure_pubsub
 
     ensure_bucket(cfg)
