@@ -20,8 +20,6 @@ from inference_service.settings import Settings
 from tests.fakes import FakeEngine
 from tests.service_helpers import jpeg_bytes, png_bytes, push, wait_ready
 
-pytestmark = pytest.mark.emulator
-
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims billions of pixels."""
@@ -130,6 +128,22 @@ def test_hostile_bytes_fail_permanently_without_the_engine(client, store, bucket
     assert job.state == JobState.FAILED
     assert job.error.code == code and not job.error.retryable
     assert engine.calls == []
+
+
+def test_the_configured_pixel_limit_is_the_one_in_force(settings, engine, store, bucket, emulator_cfg) -> None:  # type: ignore[no-untyped-def]
+    """MAX_IMAGE_PIXELS, set far below Pillow's own limit: an image of exactly that many pixels is
+    screened; one row more fails as decompression_bomb without reaching the engine."""
+    limited = settings.model_copy(update={"max_image_pixels": 250_000})
+    at_limit = queued_job(store, bucket, "at-limit.png", png_bytes((500, 500)))
+    over = queued_job(store, bucket, "over-limit.png", png_bytes((500, 501)))
+    app = create_app(limited, engine=engine, store=store, blobs=GcsBlobSource(emulator_cfg.project))
+    with TestClient(app) as c:
+        wait_ready(c)
+        assert push(c, at_limit) == 204 and push(c, over) == 204
+    assert store.get(at_limit.job_id).state == JobState.DONE
+    job = store.get(over.job_id)
+    assert job.state == JobState.FAILED and job.error.code == ErrorCode.DECOMPRESSION_BOMB
+    assert [c.batch_size for c in engine.calls] == [1]
 
 
 def test_overwritten_generation_fails_as_object_gone(client, store, bucket) -> None:  # type: ignore[no-untyped-def]
