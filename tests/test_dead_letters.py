@@ -236,12 +236,18 @@ class GatedBlobs:
 def test_a_lease_handed_back_as_busy_is_not_an_attempt(
     emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, tap: TopicTap
 ) -> None:
-    """The batcher filled up between the capacity check and the image's turn: the lease is handed
-    back (429) and `attempts` is refunded, so busy answers never count toward dead-lettering."""
+    """The queue filled up (here with a /predict request) while a leased job was downloading: the
+    lease is handed back (429) and `attempts` is refunded, so busy answers never count toward
+    dead-lettering."""
     engine = FakeEngine(delay_s=1.0)
     blobs = GatedBlobs(emulator_cfg.project, "late.png")
     late = queued_job(store, bucket, "late.png", png_bytes(color=(1, 1, 1)))
-    others = [queued_job(store, bucket, f"other-{i}.png", png_bytes(color=(i, 2, 3))) for i in range(2)]
+    other = queued_job(store, bucket, "other.png", png_bytes(color=(2, 2, 3)))
+
+    def predict(client: TestClient) -> int:
+        files = {"image_file": ("tile.png", png_bytes(color=(9, 9, 9)), "image/png")}
+        return client.post("/predict", files=files).status_code
+
     with (
         service(emulator_cfg, store, tap, engine, blobs, MAX_QUEUE=1, MAX_BATCH_SIZE=1) as client,
         ThreadPoolExecutor(3) as pool,
@@ -250,18 +256,43 @@ def test_a_lease_handed_back_as_busy_is_not_an_attempt(
         batcher = client.app.state.runtime.inference.batcher  # type: ignore[attr-defined]
         late_status = pool.submit(push, client, late)
         assert blobs.waiting.wait(10)  # leased, now downloading
-        running = pool.submit(push, client, others[0])
+        running = pool.submit(push, client, other)
         wait_for(lambda: engine.calls, 10, "the first batch")
-        queued = pool.submit(push, client, others[1])
+        queued = pool.submit(predict, client)
         wait_for(lambda: batcher.waiting == 1, 10, "a full queue")
         blobs.gate.set()
         assert late_status.result(timeout=20) == 429
-        assert running.result(timeout=20) == 204 and queued.result(timeout=20) == 204
+        assert running.result(timeout=20) == 204 and queued.result(timeout=20) == 200
     job = store.get(late.job_id)
     assert job is not None and job.state == JobState.QUEUED and job.lease is None
     assert job.error is not None and job.error.code == ErrorCode.BUSY
     assert events(job) == ["created", "leased", "released"]
     assert job.attempts == 0
+
+
+def test_push_deliveries_past_the_door_are_bounded_by_the_queue_and_one_batch(
+    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, tap: TopicTap
+) -> None:
+    """12 concurrent pushes: at most MAX_QUEUE + MAX_BATCH_SIZE lease their jobs; the rest are
+    refused (429) before touching Firestore, so a crash loses no more leases than that."""
+    engine = FakeEngine(delay_s=3.0)  # every push arrives while the first batch runs
+    messages = [queued_job(store, bucket, f"door-{i}.png", png_bytes(color=(i, 5, 5))) for i in range(12)]
+    with (
+        service(emulator_cfg, store, tap, engine, MAX_QUEUE=2, MAX_BATCH_SIZE=2) as client,
+        ThreadPoolExecutor(len(messages)) as pool,
+    ):
+        wait_ready(client)
+        statuses = list(pool.map(lambda m: push(client, m), messages))
+    jobs = [j for m in messages if (j := store.get(m.job_id)) is not None]
+    leased = [j for j in jobs if "leased" in events(j)]
+    assert 1 <= len(leased) <= 4 and set(statuses) == {204, 429}, statuses
+    # Refused at the door: not even read from Firestore's point of view, nothing written.
+    assert all(events(j) == ["created"] and j.attempts == 0 for j in jobs if j not in leased)
+    # Past it: a verdict (one attempt), or, when a partly filled batch left the queue full, handed
+    # back as busy with the attempt refunded.
+    for job in leased:
+        busy = job.error is not None and job.error.code == ErrorCode.BUSY
+        assert (job.state == JobState.DONE and job.attempts == 1) or (busy and job.attempts == 0), job
 
 
 # ---- real processes and the Pub/Sub emulator's dead-letter policy ---------------------------------

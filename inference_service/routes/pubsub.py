@@ -16,7 +16,7 @@ from healer_core.schema import Job
 from healer_core.store import DeadLetterAction
 from inference_service.auth import require_push_auth
 from inference_service.envelope import BadEnvelope, parse_envelope
-from inference_service.worker import STATUS_FOR, process_job
+from inference_service.worker import STATUS_FOR, Outcome, process_job
 
 router = APIRouter(prefix="/pubsub", dependencies=[Depends(require_push_auth)])
 log = logging.getLogger("healer.pubsub")
@@ -35,7 +35,13 @@ async def push(request: Request) -> Response:
     except BadEnvelope as exc:
         log.error("bad push envelope", extra={"reason": str(exc)})
         return JSONResponse({"detail": str(exc)}, status_code=400)
-    outcome = await process_job(message, runtime.worker_deps())
+    inference = runtime.inference
+    if not inference.try_admit():
+        return Response(status_code=STATUS_FOR[Outcome.BUSY])  # before Firestore: nothing leased
+    try:
+        outcome = await process_job(message, runtime.worker_deps())
+    finally:
+        inference.leave()
     return Response(status_code=STATUS_FOR[outcome])
 
 
