@@ -131,6 +131,7 @@ class Job(_Model):
     state: JobState = JobState.QUEUED
     attempts: int = 0  # leases that ran the job (a lease handed back as "busy" is not counted)
     dead_letters: int = 0  # times its message ran out of delivery attempts and was put back in flight
+    first_dead_letter_at: datetime | None = None  # when that first happened
     lease: Lease | None = None
     published_at: datetime | None = None
     created_at: datetime | None = None

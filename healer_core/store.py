@@ -59,7 +59,7 @@ class DeadLetterAction(StrEnum):
     SETTLED = "settled"  # already done or failed: nothing to do
     HELD = "held"  # under a live lease: left to its holder, or to whoever runs it once the lease expires
     REPUBLISH = "republish"  # back in flight: queued again, a fresh message must be published
-    FAILED = "failed"  # leased max_attempts times, or put back max_republishes times: failed/dead_lettered
+    FAILED = "failed"  # leased max_attempts times, or never run for give_up_after_s: failed/dead_lettered
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _dead_letter_entry(detail: str) -> dict[str, Any]:
     return {"at": utcnow(), "event": "dead_lettered", "detail": detail, "n": uuid.uuid4().hex[:8]}
 
 
-def _dead_letter_reason(job: Job, max_attempts: int, max_republishes: int) -> str:
+def _dead_letter_reason(job: Job, max_attempts: int, give_up_after_s: float, now: datetime) -> str:
     """Why a dead letter fails this (queued, or expired-running) job, or "" to put it back in flight."""
     if job.attempts >= max_attempts:
         last = f" (last error: {job.error.code})" if job.error else " (its worker died)"
@@ -85,10 +85,12 @@ def _dead_letter_reason(job: Job, max_attempts: int, max_republishes: int) -> st
             f"Leased {job.attempts} times without a verdict{last}; "
             "its message ran out of delivery attempts and went to the dead-letter topic."
         )
-    if job.dead_letters >= max_republishes:
+    first = job.first_dead_letter_at
+    if first is not None and (now - first).total_seconds() >= give_up_after_s:
         return (
-            f"Its message ran out of delivery attempts {job.dead_letters + 1} times without the job being run "
-            "(service busy or unavailable); requeue it once the service has capacity."
+            f"Its message ran out of delivery attempts {job.dead_letters + 1} times over "
+            f"{(now - first).total_seconds() / 60:.0f} min without the job being run (service busy or "
+            "unavailable); requeue it once the service has capacity."
         )
     return ""
 
@@ -372,7 +374,7 @@ class JobStore:
         result: Job | None = txn_fail(self._transaction())
         return result
 
-    def settle_dead_letter(self, fresh: Job, *, max_attempts: int, max_republishes: int) -> DeadLetterResult:
+    def settle_dead_letter(self, fresh: Job, *, max_attempts: int, give_up_after_s: float) -> DeadLetterResult:
         """Decide, in one transaction, what a dead letter for `fresh.job_id` does to its job.
 
         A message dead-letters when Pub/Sub ran out of delivery attempts, and most deliveries can
@@ -383,8 +385,8 @@ class JobStore:
         - leaves a job under a live lease alone (HELD): its holder writes the verdict, or the lease
           expires and a later delivery of this dead letter (or the sweep) puts it back in flight;
         - fails the job as `dead_lettered` only when it was really tried: leased `max_attempts`
-          times without a verdict (FAILED), or put back in flight `max_republishes` times already
-          without that (a message nobody can run; bounds the loop);
+          times without a verdict (FAILED), or never run for `give_up_after_s` since its first
+          dead letter (a message nobody can run; bounds the loop in time, whatever the backoff);
         - otherwise puts it back in flight (REPUBLISH): queued, `dead_letters` + 1; the caller
           publishes a fresh message (with a fresh delivery budget).
         A job missing altogether is created from the message (`fresh`) and put back in flight.
@@ -394,20 +396,21 @@ class JobStore:
         @firestore.transactional
         def txn_settle(txn: firestore.Transaction) -> DeadLetterResult:
             snap = ref.get(transaction=txn)
+            now = utcnow()
             if not snap.exists:
-                job = fresh.model_copy(update={"state": JobState.QUEUED, "dead_letters": 1})
-                data = self._new_document(job)
-                data["history"].append(
-                    _dead_letter_entry(f"job created from its dead letter; back in flight (1/{max_republishes})")
+                job = fresh.model_copy(
+                    update={"state": JobState.QUEUED, "dead_letters": 1, "first_dead_letter_at": now}
                 )
+                data = self._new_document(job)
+                data["history"].append(_dead_letter_entry("job created from its dead letter; back in flight (1)"))
                 txn.create(ref, data)
                 return DeadLetterResult(DeadLetterAction.REPUBLISH, job)
             job = Job.from_doc(snap.to_dict())
             if job.state.terminal:
                 return DeadLetterResult(DeadLetterAction.SETTLED, job)
-            if job.state == JobState.RUNNING and job.lease is not None and job.lease.expires_at > utcnow():
+            if job.state == JobState.RUNNING and job.lease is not None and job.lease.expires_at > now:
                 return DeadLetterResult(DeadLetterAction.HELD, job)
-            reason = _dead_letter_reason(job, max_attempts, max_republishes)
+            reason = _dead_letter_reason(job, max_attempts, give_up_after_s, now)
             if reason:
                 error = JobError(code=ErrorCode.DEAD_LETTERED, message=reason, retryable=True)
                 txn.update(ref, self._failure(error))
@@ -416,21 +419,28 @@ class JobStore:
                     job.model_copy(update={"state": JobState.FAILED, "error": error, "lease": None}),
                 )
             rounds = job.dead_letters + 1
+            first = job.first_dead_letter_at or now
             txn.update(
                 ref,
                 {
                     "state": str(JobState.QUEUED),
                     "lease": None,
                     "dead_letters": firestore.Increment(1),
+                    "first_dead_letter_at": first,
                     "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": firestore.ArrayUnion(
-                        [_dead_letter_entry(f"back in flight ({rounds}/{max_republishes})")]
-                    ),
+                    "history": firestore.ArrayUnion([_dead_letter_entry(f"back in flight ({rounds})")]),
                 },
             )
             return DeadLetterResult(
                 DeadLetterAction.REPUBLISH,
-                job.model_copy(update={"state": JobState.QUEUED, "lease": None, "dead_letters": rounds}),
+                job.model_copy(
+                    update={
+                        "state": JobState.QUEUED,
+                        "lease": None,
+                        "dead_letters": rounds,
+                        "first_dead_letter_at": first,
+                    }
+                ),
             )
 
         result: DeadLetterResult = txn_settle(self._transaction())
@@ -440,7 +450,9 @@ class JobStore:
         """Put a job back to `queued` so a re-published message runs it again.
 
         A done job is never requeued. A running job is requeued only when its lease expired.
-        Returns the job if it was requeued, else None.
+        A failed job (`include_failed`: an operator's rerun after a fix) starts afresh: its
+        `attempts` and dead-letter clock are reset, or its first busy dead letter would fail it
+        again at once. Returns the job if it was requeued, else None.
         """
         ref = self._ref(job_id)
 
@@ -456,18 +468,22 @@ class JobStore:
             allowed = allowed or (include_failed and job.state == JobState.FAILED)
             if not allowed:
                 return None
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.QUEUED),
-                    "lease": None,
-                    "error": None,
-                    "expire_at": None,  # running again: never reaped mid-run
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("requeued", str(job.state)),
-                },
-            )
-            return job.model_copy(update={"state": JobState.QUEUED, "lease": None})
+            update: dict[str, Any] = {
+                "state": str(JobState.QUEUED),
+                "lease": None,
+                "error": None,
+                "expire_at": None,  # running again: never reaped mid-run
+                "first_dead_letter_at": None,
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("requeued", str(job.state)),
+            }
+            if job.state == JobState.FAILED:
+                update["attempts"] = 0  # the leases stay in `history`
+            txn.update(ref, update)
+            fresh: dict[str, Any] = {"state": JobState.QUEUED, "lease": None, "first_dead_letter_at": None}
+            if job.state == JobState.FAILED:
+                fresh["attempts"] = 0
+            return job.model_copy(update=fresh)
 
         result: Job | None = txn_requeue(self._transaction())
         return result

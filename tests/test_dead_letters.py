@@ -31,7 +31,7 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer.stack.config import StackConfig
 from healer_core.schema import ErrorCode, Job, JobError, JobMessage, JobState
-from healer_core.store import JobStore
+from healer_core.store import JobStore, utcnow
 from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
@@ -41,7 +41,7 @@ from tests.service_helpers import envelope, png_bytes, push, wait_ready
 from tests.test_service import queued_job
 
 MAX_ATTEMPTS = 5
-MAX_REPUBLISHES = 3
+GIVE_UP_S = 3.0
 
 
 def events(job: Job) -> list[str]:
@@ -77,7 +77,7 @@ def service(
         BATCH_WINDOW_MS=1,
         JOBS_TOPIC=tap.name,
         MAX_DELIVERY_ATTEMPTS=MAX_ATTEMPTS,
-        MAX_DEAD_LETTER_REPUBLISHES=MAX_REPUBLISHES,
+        DEAD_LETTER_GIVE_UP_SECONDS=GIVE_UP_S,
         **env,
     )
     blobs = blobs or GcsBlobSource(emulator_cfg.project)
@@ -134,24 +134,28 @@ def test_a_crashed_workers_job_waits_for_its_lease_then_goes_back_in_flight(
     assert job is not None and job.state == JobState.DONE and job.attempts == 2 and "failed" not in events(job)
 
 
-def test_a_job_never_run_is_republished_a_bounded_number_of_times(
+def test_a_job_never_run_is_republished_until_it_gives_up(
     emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, tap: TopicTap
 ) -> None:
     """Attempts spent on busy / held answers never lease: each dead letter republishes the job,
-    MAX_DEAD_LETTER_REPUBLISHES times; the next one fails it (a message nobody runs cannot loop)."""
+    until DEAD_LETTER_GIVE_UP_SECONDS after the first one; the next fails it (a message nobody
+    runs cannot loop forever, whatever the retry policy's pace)."""
     message = queued_job(store, bucket, "never-run.png", png_bytes())
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
         wait_ready(client)
-        for round_ in range(1, MAX_REPUBLISHES + 1):
+        for round_ in (1, 2):
             assert dead_letter(client, message) == 204
             job = store.get(message.job_id)
             assert job is not None and job.state == JobState.QUEUED and job.dead_letters == round_
             assert tap.pull() == [message]
+        first = job.first_dead_letter_at if job else None
+        assert first is not None
+        wait_for(lambda: (utcnow() - first).total_seconds() > GIVE_UP_S, 10, "the give-up time")
         assert dead_letter(client, message) == 204
     job = store.get(message.job_id)
     assert job is not None and job.state == JobState.FAILED and job.error is not None
     assert job.error.code == ErrorCode.DEAD_LETTERED and job.error.retryable
-    assert f"{MAX_REPUBLISHES + 1} times without the job being run" in job.error.message
+    assert "3 times over" in job.error.message and "without the job being run" in job.error.message
     assert tap.pull() == []
 
 
@@ -172,6 +176,15 @@ def test_a_job_leased_max_delivery_attempts_times_fails_as_dead_lettered(
     assert job.error.code == ErrorCode.DEAD_LETTERED
     assert f"Leased {MAX_ATTEMPTS} times" in job.error.message and "engine_error" in job.error.message
     assert tap.pull() == []
+    # An operator reruns it after a fix (`healer requeue`): a busy dead letter then puts it back
+    # in flight instead of failing it again at once.
+    assert store.requeue(message.job_id, include_failed=True) is not None
+    with service(emulator_cfg, store, tap, FakeEngine()) as client:
+        wait_ready(client)
+        assert dead_letter(client, message) == 204
+    rerun = store.get(message.job_id)
+    assert rerun is not None and rerun.state == JobState.QUEUED and rerun.attempts == 0
+    assert tap.pull() == [message]
 
 
 def test_a_dead_letter_never_touches_a_finished_job(

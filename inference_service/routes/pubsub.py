@@ -50,7 +50,7 @@ async def dead_letter(request: Request) -> Response:
     """A message that ran out of delivery attempts: settle its job (`JobStore.settle_dead_letter`).
 
     204 once the job is finished, failed as `dead_lettered` (leased MAX_DELIVERY_ATTEMPTS times
-    without a verdict, or republished MAX_DEAD_LETTER_REPUBLISHES times without being run), or back
+    without a verdict, or never run for DEAD_LETTER_GIVE_UP_SECONDS since its first dead letter), or back
     in flight with a freshly published message. 429 while a live lease holds the job: the
     dead-letter subscription delivers it again later, when the holder has written its verdict or
     its lease has expired. Any error (e.g. the republish failed) answers 5xx: delivered again.
@@ -69,7 +69,7 @@ async def dead_letter(request: Request) -> Response:
         store.settle_dead_letter,
         Job.for_message(message),
         max_attempts=settings.max_delivery_attempts,
-        max_republishes=settings.max_dead_letter_republishes,
+        give_up_after_s=settings.dead_letter_give_up_seconds,
     )
     job = result.job
     extra = {
