@@ -422,14 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         done: list[Uploaded] = []
         for phase, batch in enumerate(thirds, 1):
-            done += upload_all(bucket, batch)
+            burst = upload_all(bucket, batch)
+            done += burst
             say(f"phase {phase}: a burst of {len(batch)} uploads ({len(batch) / MAX_QUEUE:.0f}x MAX_QUEUE={MAX_QUEUE})")
-            statuses = inject_duplicates(cfg, done, 15, r)
-            say(f"phase {phase}: replayed 45 duplicate events: {dict(statuses)}")
-            if phase < 3:
-                held = wait_for_leases(store, done)
+            if phase < 3:  # while the burst is being worked on: leases are held
+                held = wait_for_leases(store, burst)
                 back = kill_and_restart_service(cfg)
                 say(f"phase {phase}: SIGKILL the service while it holds {held} lease(s); back in {back:.1f}s")
+            statuses = inject_duplicates(cfg, done, 15, r)
+            say(f"phase {phase}: replayed 45 duplicate events: {dict(statuses)}")
         service_pid = control.running_pid(cfg, "service")
         reconciles = wait_terminal(cfg, store, done, args.timeout, args.sweep_after)
         counts = audit(store, done)
