@@ -50,10 +50,10 @@ async def dead_letter(request: Request) -> Response:
     """A message that ran out of delivery attempts: settle its job (`JobStore.settle_dead_letter`).
 
     204 once the job is finished, failed as `dead_lettered` (leased MAX_DELIVERY_ATTEMPTS times
-    without a verdict, or never run for DEAD_LETTER_GIVE_UP_SECONDS since its first dead letter), or back
-    in flight with a freshly published message. 429 while a live lease holds the job: the
-    dead-letter subscription delivers it again later, when the holder has written its verdict or
-    its lease has expired. Any error (e.g. the republish failed) answers 5xx: delivered again.
+    without a verdict, or never run for DEAD_LETTER_GIVE_UP_SECONDS since its first dead letter),
+    or back in flight with a freshly published message. 429 while a live lease holds the job:
+    the dead-letter subscription delivers it again later, when the holder has written its verdict
+    or its lease has expired. Any error (e.g. the republish failed) answers 5xx: delivered again.
     """
     runtime = request.app.state.runtime
     try:
