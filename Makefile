@@ -61,8 +61,8 @@ typecheck: $(STAMP) ## mypy alone
 test: $(STAMP) $(TEST_DEPS) lint ## lint + the whole test suite (emulators started by the tests)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## tests that need no emulator
-	$(PY) -m pytest -m "not emulator"
+test-fast: $(STAMP) ## tests that start nothing (no emulator, no stack)
+	HEALER_TEST_FAST=1 $(PY) -m pytest -m "not emulator"
 
 clean: down ## remove local state (not the venv)
 	rm -rf .healer build

@@ -238,7 +238,9 @@ class Job(_Model):
     crc32c: str = ""
     event_id: str = ""
     state: JobState = JobState.QUEUED
-    attempts: int = 0
+    attempts: int = 0  # leases that ran the job (a lease handed back as "busy" is not counted)
+    dead_letters: int = 0  # times its message ran out of delivery attempts and was put back in flight
+    first_dead_letter_at: datetime | None = None  # when that first happened
     lease: Lease | None = None
     published_at: datetime | None = None
     created_at: datetime | None = None

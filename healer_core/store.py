@@ -1,8 +1,8 @@
 """The job store: the only code that reads or writes Firestore `jobs/{job_id}`.
 
-Every state change that can race (lease, verdict, release, failure) runs in a Firestore
-transaction, so concurrent deliveries of the same job resolve to exactly one running worker
-and exactly one verdict. Writes after the lease are fenced by the lease `token`.
+Every state change that can race (lease, verdict, release, failure, dead letter) runs in a
+Firestore transaction, so concurrent deliveries of the same job resolve to exactly one running
+worker and exactly one verdict. Writes after the lease are fenced by the lease `token`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from healer_core.schema import SCHEMA_VERSION, Job, JobError, JobState, Verdict
+from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobState, Verdict
 
 TRANSACTION_ATTEMPTS = 12
 
@@ -53,9 +53,46 @@ class LeaseResult:
     token: str = ""
 
 
+class DeadLetterAction(StrEnum):
+    """What a dead letter did to its job (`JobStore.settle_dead_letter`)."""
+
+    SETTLED = "settled"  # already done or failed: nothing to do
+    HELD = "held"  # under a live lease: left to its holder, or to whoever runs it once the lease expires
+    REPUBLISH = "republish"  # back in flight: queued again, a fresh message must be published
+    FAILED = "failed"  # leased max_attempts times, or never run for give_up_after_s: failed/dead_lettered
+
+
+@dataclass(frozen=True)
+class DeadLetterResult:
+    action: DeadLetterAction
+    job: Job
+
+
 def new_client(project: str, database: str = "(default)") -> firestore.Client:
     """A Firestore client (honours FIRESTORE_EMULATOR_HOST)."""
     return firestore.Client(project=project, database=database)
+
+
+def _dead_letter_entry(detail: str) -> dict[str, Any]:
+    return {"at": utcnow(), "event": "dead_lettered", "detail": detail, "n": uuid.uuid4().hex[:8]}
+
+
+def _dead_letter_reason(job: Job, max_attempts: int, give_up_after_s: float, now: datetime) -> str:
+    """Why a dead letter fails this (queued, or expired-running) job, or "" to put it back in flight."""
+    if job.attempts >= max_attempts:
+        last = f" (last error: {job.error.code})" if job.error else " (its worker died)"
+        return (
+            f"Leased {job.attempts} times without a verdict{last}; "
+            "its message ran out of delivery attempts and went to the dead-letter topic."
+        )
+    first = job.first_dead_letter_at
+    if first is not None and (now - first).total_seconds() >= give_up_after_s:
+        return (
+            f"Its message ran out of delivery attempts {job.dead_letters + 1} times over "
+            f"{(now - first).total_seconds() / 60:.0f} min without the job being run (service busy or "
+            "unavailable); requeue it once the service has capacity."
+        )
+    return ""
 
 
 class JobStore:
@@ -170,8 +207,8 @@ class JobStore:
 
     # ---- ingest -----------------------------------------------------------------------------
 
-    def create(self, job: Job) -> tuple[bool, Job]:
-        """Create the job if absent. Returns (created, the stored job)."""
+    def _new_document(self, job: Job) -> dict[str, Any]:
+        """The fields a job document is created with."""
         data = job.model_dump(mode="python", exclude={"history"})
         data["schema_version"] = SCHEMA_VERSION
         data["state"] = str(job.state)
@@ -180,6 +217,11 @@ class JobStore:
         if job.state.terminal:
             data.update(self._finished())
         data["history"] = [{"at": utcnow(), "event": "created", "detail": str(job.state), "n": "0"}]
+        return data
+
+    def create(self, job: Job) -> tuple[bool, Job]:
+        """Create the job if absent. Returns (created, the stored job)."""
+        data = self._new_document(job)
         try:
             self._ref(job.job_id).create(data)
         except gexc.AlreadyExists:
@@ -285,19 +327,22 @@ class JobStore:
         """Record a permanent failure found while holding the lease."""
         return self._fenced_update(job_id, token, self._failure(error))
 
-    def release(self, job_id: str, token: str, error: JobError) -> bool:
-        """Give the job back (transient fault): queued again, last error kept for operators."""
-        return self._fenced_update(
-            job_id,
-            token,
-            {
-                "state": str(JobState.QUEUED),
-                "lease": None,
-                "error": error.model_dump(),
-                "updated_at": firestore.SERVER_TIMESTAMP,
-                "history": _history("released", error.code),
-            },
-        )
+    def release(self, job_id: str, token: str, error: JobError, *, refund_attempt: bool = False) -> bool:
+        """Give the job back (transient fault): queued again, last error kept for operators.
+
+        `refund_attempt`: the lease never reached the model (the batcher was full), so it does not
+        count as an attempt: `attempts` counts the tries that can make a job fail as dead-lettered.
+        """
+        update: dict[str, Any] = {
+            "state": str(JobState.QUEUED),
+            "lease": None,
+            "error": error.model_dump(),
+            "updated_at": firestore.SERVER_TIMESTAMP,
+            "history": _history("released", error.code),
+        }
+        if refund_attempt:
+            update["attempts"] = firestore.Increment(-1)
+        return self._fenced_update(job_id, token, update)
 
     def _failure(self, error: JobError) -> dict[str, Any]:
         return {
@@ -329,11 +374,85 @@ class JobStore:
         result: Job | None = txn_fail(self._transaction())
         return result
 
+    def settle_dead_letter(self, fresh: Job, *, max_attempts: int, give_up_after_s: float) -> DeadLetterResult:
+        """Decide, in one transaction, what a dead letter for `fresh.job_id` does to its job.
+
+        A message dead-letters when Pub/Sub ran out of delivery attempts, and most deliveries can
+        be refused for reasons that say nothing about the job: the lease is held by a worker still
+        computing (or by one that crashed, until the lease expires), or the service was busy.
+        So a dead letter
+        - leaves a done or failed job alone (SETTLED);
+        - leaves a job under a live lease alone (HELD): its holder writes the verdict, or the lease
+          expires and a later delivery of this dead letter (or the sweep) puts it back in flight;
+        - fails the job as `dead_lettered` only when it was really tried: leased `max_attempts`
+          times without a verdict (FAILED), or never run for `give_up_after_s` since its first
+          dead letter (a message nobody can run; bounds the loop in time, whatever the backoff);
+        - otherwise puts it back in flight (REPUBLISH): queued, `dead_letters` + 1; the caller
+          publishes a fresh message (with a fresh delivery budget).
+        A job missing altogether is created from the message (`fresh`) and put back in flight.
+        """
+        ref = self._ref(fresh.job_id)
+
+        @firestore.transactional
+        def txn_settle(txn: firestore.Transaction) -> DeadLetterResult:
+            snap = ref.get(transaction=txn)
+            now = utcnow()
+            if not snap.exists:
+                job = fresh.model_copy(
+                    update={"state": JobState.QUEUED, "dead_letters": 1, "first_dead_letter_at": now}
+                )
+                data = self._new_document(job)
+                data["history"].append(_dead_letter_entry("job created from its dead letter; back in flight (1)"))
+                txn.create(ref, data)
+                return DeadLetterResult(DeadLetterAction.REPUBLISH, job)
+            job = Job.from_doc(snap.to_dict())
+            if job.state.terminal:
+                return DeadLetterResult(DeadLetterAction.SETTLED, job)
+            if job.state == JobState.RUNNING and job.lease is not None and job.lease.expires_at > now:
+                return DeadLetterResult(DeadLetterAction.HELD, job)
+            reason = _dead_letter_reason(job, max_attempts, give_up_after_s, now)
+            if reason:
+                error = JobError(code=ErrorCode.DEAD_LETTERED, message=reason, retryable=True)
+                txn.update(ref, self._failure(error))
+                return DeadLetterResult(
+                    DeadLetterAction.FAILED,
+                    job.model_copy(update={"state": JobState.FAILED, "error": error, "lease": None}),
+                )
+            rounds = job.dead_letters + 1
+            first = job.first_dead_letter_at or now
+            txn.update(
+                ref,
+                {
+                    "state": str(JobState.QUEUED),
+                    "lease": None,
+                    "dead_letters": firestore.Increment(1),
+                    "first_dead_letter_at": first,
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                    "history": firestore.ArrayUnion([_dead_letter_entry(f"back in flight ({rounds})")]),
+                },
+            )
+            return DeadLetterResult(
+                DeadLetterAction.REPUBLISH,
+                job.model_copy(
+                    update={
+                        "state": JobState.QUEUED,
+                        "lease": None,
+                        "dead_letters": rounds,
+                        "first_dead_letter_at": first,
+                    }
+                ),
+            )
+
+        result: DeadLetterResult = txn_settle(self._transaction())
+        return result
+
     def requeue(self, job_id: str, *, include_failed: bool = False, stuck_only: bool = False) -> Job | None:
         """Put a job back to `queued` so a re-published message runs it again.
 
         A done job is never requeued. A running job is requeued only when its lease expired.
-        Returns the job if it was requeued, else None.
+        A failed job (`include_failed`: an operator's rerun after a fix) starts afresh: its
+        `attempts` and dead-letter clock are reset, or its first busy dead letter would fail it
+        again at once. Returns the job if it was requeued, else None.
         """
         ref = self._ref(job_id)
 
@@ -349,18 +468,22 @@ class JobStore:
             allowed = allowed or (include_failed and job.state == JobState.FAILED)
             if not allowed:
                 return None
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.QUEUED),
-                    "lease": None,
-                    "error": None,
-                    "expire_at": None,  # running again: never reaped mid-run
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("requeued", str(job.state)),
-                },
-            )
-            return job.model_copy(update={"state": JobState.QUEUED, "lease": None})
+            update: dict[str, Any] = {
+                "state": str(JobState.QUEUED),
+                "lease": None,
+                "error": None,
+                "expire_at": None,  # running again: never reaped mid-run
+                "first_dead_letter_at": None,
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("requeued", str(job.state)),
+            }
+            if job.state == JobState.FAILED:
+                update["attempts"] = 0  # the leases stay in `history`
+            txn.update(ref, update)
+            fresh: dict[str, Any] = {"state": JobState.QUEUED, "lease": None, "first_dead_letter_at": None}
+            if job.state == JobState.FAILED:
+                fresh["attempts"] = 0
+            return job.model_copy(update=fresh)
 
         result: Job | None = txn_requeue(self._transaction())
         return result

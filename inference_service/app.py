@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from healer_core import logs
+from healer_core.publisher import Publisher
 from healer_core.store import JobStore
 from healer_media.blobs import BlobSource
 from healer_media.errors import Busy, TransientError
@@ -26,11 +27,12 @@ def create_app(
     engine: Engine | None = None,
     store: JobStore | None = None,
     blobs: BlobSource | None = None,
+    publisher: Publisher | None = None,
 ) -> FastAPI:
-    """Build the service. Tests inject a fake engine, an emulator-backed store or blob source."""
+    """Build the service. Tests inject a fake engine, an emulator-backed store, blob source or publisher."""
     settings = settings or get_settings()
     logs.configure(settings.log_level)
-    runtime = Runtime(settings, engine=engine, store=store, blobs=blobs)
+    runtime = Runtime(settings, engine=engine, store=store, blobs=blobs, publisher=publisher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -26,6 +26,11 @@ class Inference:
         self.batcher = batcher
         workers = prepare_workers or default_prepare_workers()
         self._prepare_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+        # Push deliveries past the door (lease → download → decode → batch): as many as the queue
+        # and one batch hold. Without it, dozens of concurrent pushes all pass the queue check
+        # while they download, lease their jobs, then meet a full queue and hand the leases back.
+        self.max_admitted = batcher.max_queue + batcher.max_batch_size
+        self._admitted = 0
 
     def close(self) -> None:
         """Stop the preprocessing threads (after the batcher has stopped)."""
@@ -34,6 +39,18 @@ class Inference:
     @property
     def info(self) -> ModelInfo:
         return self.engine.info
+
+    def try_admit(self) -> bool:
+        """Take one of the `max_admitted` places for a push delivery; False when all are taken.
+        Called on the event loop only (no lock needed); give it back with `leave()`."""
+        if self._admitted >= self.max_admitted or not self.has_capacity():
+            return False
+        self._admitted += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a place taken by `try_admit`."""
+        self._admitted -= 1
 
     def has_capacity(self) -> bool:
         """Whether a new image would be queued now rather than refused (cheap pre-check)."""

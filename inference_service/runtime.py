@@ -18,6 +18,7 @@ import uuid
 from functools import cached_property
 from types import FrameType
 
+from healer_core.publisher import Publisher, PubSubPublisher
 from healer_core.store import JobStore, new_client
 from healer_media.blobs import BlobSource, GcsBlobSource
 from healer_media.budget import MIB, DecodeBudget
@@ -41,11 +42,13 @@ class Runtime:
         engine: Engine | None = None,
         store: JobStore | None = None,
         blobs: BlobSource | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self._engine = engine
         self._store = store
         self._blobs = blobs
+        self._publisher = publisher
         self.inference: Inference | None = None
         self.ready = False
         self.draining = False
@@ -79,6 +82,13 @@ class Runtime:
     @cached_property
     def blobs(self) -> BlobSource:
         return self._blobs if self._blobs is not None else GcsBlobSource(self.settings.project_id)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        """Publishes to the jobs topic (dead letters put back in flight)."""
+        if self._publisher is None:
+            self._publisher = PubSubPublisher(self.settings.project_id, self.settings.jobs_topic)
+        return self._publisher
 
     def worker_deps(self) -> WorkerDeps:
         assert self.inference is not None

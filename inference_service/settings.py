@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # command passes this variable). Cloud Run kills the container 10 s after SIGTERM.
     server_shutdown_seconds: float = Field(default=8.0, gt=0, validation_alias="SERVER_SHUTDOWN_SECONDS")
 
+    # Dead letters (routes/pubsub.py). A dead letter fails its job only once the job was leased
+    # MAX_DELIVERY_ATTEMPTS times (the push subscription's own limit; Terraform's
+    # max_delivery_attempts); a job whose message ran out of attempts without being run (lease
+    # held, service busy) is republished to JOBS_TOPIC, until DEAD_LETTER_GIVE_UP_SECONDS after
+    # its first dead letter.
+    jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
+    max_delivery_attempts: int = Field(default=5, ge=1, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
+    dead_letter_give_up_seconds: float = Field(default=21600.0, ge=0, validation_alias="DEAD_LETTER_GIVE_UP_SECONDS")
+
     # Push authentication (OIDC). Empty audience = not verified (local stack).
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
     push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")

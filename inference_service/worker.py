@@ -120,7 +120,9 @@ async def process_job(message: JobMessage, deps: WorkerDeps) -> Outcome:
         error = JobError(code=ErrorCode.OBJECT_GONE, message="The uploaded generation no longer exists.")
         return await _fail(deps, job_id, token, error)
     except Busy:
-        await _release(deps, job_id, token, JobError(code=ErrorCode.BUSY, message="Service busy.", retryable=True))
+        # The image never reached the model: hand the lease back without counting the attempt.
+        error = JobError(code=ErrorCode.BUSY, message="Service busy.", retryable=True)
+        await _release(deps, job_id, token, error, refund_attempt=True)
         return Outcome.BUSY
     except TransientError as exc:
         await _release(deps, job_id, token, exc.as_job_error())
@@ -154,6 +156,6 @@ async def _fail(deps: WorkerDeps, job_id: str, token: str, error: JobError) -> O
     return Outcome.FAILED if ok else Outcome.FENCED
 
 
-async def _release(deps: WorkerDeps, job_id: str, token: str, error: JobError) -> None:
-    ok = await asyncio.to_thread(deps.store.release, job_id, token, error)
+async def _release(deps: WorkerDeps, job_id: str, token: str, error: JobError, *, refund_attempt: bool = False) -> None:
+    ok = await asyncio.to_thread(deps.store.release, job_id, token, error, refund_attempt=refund_attempt)
     log.warning("job released for retry", extra={"job_id": job_id, "error_code": error.code, "released": ok})

@@ -1,24 +1,28 @@
-"""Soak the local pipeline: uploads, hostile files, crashes and duplicate events, then an audit.
+"""Soak the local pipeline: bursts, hostile files, crashes and duplicate events, then an audit.
 
 `make soak` (or `python scripts/soak.py`) brings up its own local stack (HEALER_HOME
-`.healer/soak`, ports 370xx, so a `make up` dev stack is untouched), uploads 200 images of
-which a quarter are hostile, SIGKILLs and restarts the inference service twice, injects duplicate
-finalize events mid-run, waits for every upload to reach a terminal job (running the reconcile
-sweep, as Cloud Scheduler would, when progress stalls), audits Firestore against what was
-uploaded, and stops the stack. Its last line is
+`.healer/soak`, ports 370xx, so a `make up` dev stack is untouched), uploads 200 images in three
+bursts of about 16x the service's queue, a quarter of them hostile (bad bytes, and valid images
+in deep or wide pixel modes: 16-bit, float, alpha, palette, CMYK, 1-bit), SIGKILLs and restarts
+the inference service twice while it holds leases, injects duplicate finalize events, waits for
+every upload to reach a terminal job (running the reconcile sweep, as Cloud Scheduler would,
+when progress stalls), audits Firestore against what was uploaded, and stops the stack. Its
+last line is
 
     uploads=<n> done=<n> failed=<n> lost=<n> duplicates=<n> stuck=<n>
 
 and it exits non-zero unless lost, duplicates and stuck are all 0.
 
-Differences from production, for a run of minutes: Pub/Sub retry backoff 1–10 s (production
-10–600 s), 20 delivery attempts before dead-lettering, a 20 s lease, MAX_IMAGE_BYTES 2 MB (so
-"oversize" stays cheap), 8 explanation tokens on the tiny CPU model.
+Production's delivery budget (5 attempts, then the dead-letter topic) and the product's dead-
+letter handling; shortened for a run of minutes: Pub/Sub retry backoff 1–10 s (production
+10–600 s), a 20 s lease (300 s), MAX_QUEUE 4 (64), MAX_IMAGE_BYTES 2 MB (so "oversize" stays
+cheap), 8 explanation tokens on the tiny CPU model.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import random
@@ -29,7 +33,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +68,8 @@ SOAK_PORTS = {
 SOAK_ENV = {
     "LEASE_SECONDS": "20",
     "INFERENCE_BUDGET_SECONDS": "15",  # below the lease, as the service's settings require
+    "MAX_QUEUE": "4",
+    "MAX_BATCH_SIZE": "4",
     "MAX_IMAGE_BYTES": "2000000",
     "MAX_FRAMES": "16",
     "MAX_NEW_TOKENS": "8",
@@ -73,6 +79,10 @@ SOAK_ENV = {
 }
 MAX_FRAMES = 16
 MAX_IMAGE_BYTES = 2_000_000
+MAX_QUEUE = 4
+# A valid image in a deep or wide pixel mode ends screened (done) or refused with a permanent,
+# coded error (the decode memory budget's); never retried to the dead letter, never a crash.
+SCREENED_OR_REFUSED = "done-or-refused"
 
 
 def say(line: str) -> None:
@@ -87,7 +97,8 @@ class Upload:
     name: str
     data: bytes
     content_type: str
-    expect: str  # "done" or the error code it must fail with
+    expect: str  # "done", the error code it must fail with, or SCREENED_OR_REFUSED
+    kind: str = "image"
 
 
 def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -105,6 +116,28 @@ def _bomb_png(side: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
+@functools.cache
+def _png_16bit_rgba(side: int) -> bytes:
+    """A 16-bit RGBA PNG (8 bytes a pixel decoded); its flat rows compress to almost nothing."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    rows = (b"\0" + b"\x12\x34" * 4 * side) * side
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+@functools.cache
+def _mode_image(mode: str, side: int, fmt: str, **kw: object) -> bytes:
+    """A flat image in `mode` (compresses to a small file, decodes to side² × its pixel size)."""
+    color: Any = {"F": 0.25, "I;16": 4660, "1": 1, "P": 7, "LA": (90, 128), "RGBA": (200, 80, 160, 128)}.get(
+        mode, (10, 20, 30, 40) if mode == "CMYK" else 120
+    )
+    return _encode(Image.new(mode, (side, side), color), fmt, **kw)
+
+
 def _frames_tiff(frames: int) -> bytes:
     images = [Image.new("RGB", (32, 32), (i * 10 % 256, 40, 90)) for i in range(frames)]
     return _encode(images[0], "TIFF", save_all=True, append_images=images[1:])
@@ -119,6 +152,18 @@ HOSTILE: dict[str, Callable[[random.Random], tuple[bytes, str, str]]] = {
     "zero-bytes": lambda r: (b"", "image/png", "empty"),
     "oversize": lambda r: (b"\x89PNG\r\n\x1a\n" + r.randbytes(MAX_IMAGE_BYTES + 1000), "image/png", "too_large"),
     "frames-over-cap": lambda r: (_frames_tiff(MAX_FRAMES + 4), "image/tiff", "too_many_frames"),
+    # Valid files whose pixel mode decodes to many times their RGB size (issue 11, item 2).
+    "rgba-16bit-png": lambda r: (_png_16bit_rgba(3000), "image/png", SCREENED_OR_REFUSED),
+    "gray-16bit-png": lambda r: (_mode_image("I;16", 3000, "PNG"), "image/png", SCREENED_OR_REFUSED),
+    "float-tiff": lambda r: (
+        _mode_image("F", 3000, "TIFF", compression="tiff_adobe_deflate"),
+        "image/tiff",
+        SCREENED_OR_REFUSED,
+    ),
+    "alpha-png": lambda r: (_mode_image("RGBA", 3000, "PNG"), "image/png", SCREENED_OR_REFUSED),
+    "palette-png": lambda r: (_mode_image("P", 4000, "PNG"), "image/png", SCREENED_OR_REFUSED),
+    "cmyk-jpeg": lambda r: (_mode_image("CMYK", 3000, "JPEG"), "image/jpeg", SCREENED_OR_REFUSED),
+    "1bit-png": lambda r: (_mode_image("1", 6000, "PNG"), "image/png", SCREENED_OR_REFUSED),
 }
 
 
@@ -136,7 +181,7 @@ def build_uploads(total: int, hostile_share: float, samples: list[Path], seed: i
     for i in range(n_hostile):
         kind = kinds[i % len(kinds)]
         data, content_type, code = HOSTILE[kind](r)
-        uploads.append(Upload(f"soak-{run}/hostile/{kind}-{i}.png", data, content_type, code))
+        uploads.append(Upload(f"soak-{run}/hostile/{kind}-{i}.png", data, content_type, code, kind))
     for i in range(total - n_hostile):
         if samples and i % 2 == 0:
             path = samples[i % len(samples)]
@@ -175,7 +220,7 @@ def soak_config(home: Path) -> StackConfig:
         HEALER_HOME=home,
         HEALER_PROJECT="healer-soak",
         HEALER_BUCKET="healer-soak-inbox",
-        MAX_DELIVERY_ATTEMPTS=20,
+        MAX_DELIVERY_ATTEMPTS=5,  # production's: the dead-letter path is part of the soak
         ACK_DEADLINE_SECONDS=60,
         # Retry after 1–10 s instead of 10–600 s so the soak takes minutes. The emulator honours
         # a retry policy loosely: after the service comes back it may not redeliver refused
@@ -193,6 +238,19 @@ def bring_up(cfg: StackConfig) -> None:
     os.environ.update(SOAK_ENV)
     os.environ.update(cfg.client_env())
     control.up(cfg, echo=lambda line: say(f"  {line}"))
+
+
+def wait_for_leases(store: JobStore, items: list[Uploaded], timeout_s: float = 60.0) -> int:
+    """Wait until the service holds at least one live lease among `items`; returns how many it holds."""
+    deadline = time.monotonic() + timeout_s
+    held = 0
+    while time.monotonic() < deadline:
+        jobs = get_jobs(store, [i.job_id for i in items])
+        held = sum(1 for j in jobs.values() if j.state == JobState.RUNNING and j.lease is not None)
+        if held:
+            return held
+        time.sleep(0.2)
+    return held
 
 
 def kill_and_restart_service(cfg: StackConfig) -> float:
@@ -276,6 +334,13 @@ def wait_terminal(cfg: StackConfig, store: JobStore, items: list[Uploaded], time
     return reconciles
 
 
+def service_ok(cfg: StackConfig) -> bool:
+    try:
+        return requests.get(f"{cfg.service_url}/healthz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def get_jobs(store: JobStore, ids: list[str]) -> dict[str, Job]:
     found: dict[str, Job] = {}
     for start in range(0, len(ids), 100):
@@ -288,6 +353,7 @@ def audit(store: JobStore, items: list[Uploaded]) -> dict[str, int]:
     jobs = get_jobs(store, [i.job_id for i in items])
     counts = Counter(uploads=len(items), done=0, failed=0, lost=0, duplicates=0, stuck=0)
     wrong: list[str] = []
+    by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for item in items:
         job = jobs.get(item.job_id)
         if job is None:
@@ -301,13 +367,25 @@ def audit(store: JobStore, items: list[Uploaded]) -> dict[str, int]:
             continue
         counts[str(job.state)] += 1
         got = "done" if job.state == JobState.DONE else (job.error.code if job.error else "?")
-        if got != item.upload.expect:
+        if item.upload.expect == SCREENED_OR_REFUSED:
+            by_kind[item.upload.kind][got] += 1
+            refused = job.state == JobState.FAILED and job.error is not None and not job.error.retryable
+            ok = got == "done" or refused
+        else:
+            ok = got == item.upload.expect
+        if not ok:
             wrong.append(f"{item.upload.name}: expected {item.upload.expect}, got {got}")
     for line in wrong[:20]:
         say(f"  unexpected outcome: {line}")
     counts["unexpected"] = len(wrong)
+    for kind, seen in sorted(by_kind.items()):
+        say(f"  {kind}: {dict(seen)}")
     attempts = Counter(j.attempts for j in jobs.values())
     say(f"  attempts per job: {dict(sorted(attempts.items()))}")
+    back = [j.dead_letters for j in jobs.values() if j.dead_letters]
+    say(f"  dead letters put back in flight: {len(back)} job(s), {sum(back)} time(s) in all")
+    dead = sum(1 for j in jobs.values() if j.error is not None and j.error.code == "dead_lettered")
+    say(f"  jobs failed as dead_lettered: {dead}")
     return dict(counts)
 
 
@@ -345,15 +423,20 @@ def main(argv: list[str] | None = None) -> int:
         ]
         done: list[Uploaded] = []
         for phase, batch in enumerate(thirds, 1):
-            done += upload_all(bucket, batch)
-            say(f"phase {phase}: uploaded {len(done)}")
-            time.sleep(2.0)  # let work get under way, so the kill lands mid-inference
+            burst = upload_all(bucket, batch)
+            done += burst
+            say(f"phase {phase}: a burst of {len(batch)} uploads ({len(batch) / MAX_QUEUE:.0f}x MAX_QUEUE={MAX_QUEUE})")
+            if phase < 3:  # while the burst is being worked on: leases are held
+                held = wait_for_leases(store, burst)
+                back = kill_and_restart_service(cfg)
+                say(f"phase {phase}: SIGKILL the service while it holds {held} lease(s); back in {back:.1f}s")
             statuses = inject_duplicates(cfg, done, 15, r)
             say(f"phase {phase}: replayed 45 duplicate events: {dict(statuses)}")
-            if phase < 3:
-                say(f"phase {phase}: SIGKILL the service; back in {kill_and_restart_service(cfg):.1f}s")
+        service_pid = control.running_pid(cfg, "service")
         reconciles = wait_terminal(cfg, store, done, args.timeout, args.sweep_after)
         counts = audit(store, done)
+        still_up = control.running_pid(cfg, "service") == service_pid is not None and service_ok(cfg)
+        say(f"  service up throughout the last phase (no unplanned restart): {'yes' if still_up else 'NO'}")
         say(
             f"  reconcile sweeps: {reconciles}; unexpected outcomes: {counts.pop('unexpected')}; "
             f"wall time {time.monotonic() - started:.0f}s"
@@ -362,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             control.down(cfg)
     say(" ".join(f"{k}={counts[k]}" for k in ("uploads", "done", "failed", "lost", "duplicates", "stuck")))
-    return 0 if counts["lost"] == counts["duplicates"] == counts["stuck"] == 0 else 1
+    return 0 if counts["lost"] == counts["duplicates"] == counts["stuck"] == 0 and still_up else 1
 
 
 if __name__ == "__main__":

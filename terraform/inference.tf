@@ -51,6 +51,15 @@ resource "google_pubsub_topic_iam_member" "inference_publishes_slides" {
   member  = "serviceAccount:${google_service_account.inference.email}"
 }
 
+# Why: the dead-letter route puts a job that was never really run (its attempts spent on busy or
+# held answers) back in flight with a fresh message on the jobs topic.
+resource "google_pubsub_topic_iam_member" "inference_republishes_jobs" {
+  project = var.project_id
+  topic   = google_pubsub_topic.jobs.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.inference.email}"
+}
+
 resource "google_cloud_run_v2_service" "inference" {
   project             = var.project_id
   name                = var.service_name
@@ -155,6 +164,17 @@ resource "google_cloud_run_v2_service" "inference" {
         # …and a slide's last shard publishes its finalize message here.
         name  = "SLIDES_TOPIC"
         value = google_pubsub_topic.slides.name
+      }
+      env {
+        # Dead letters of jobs never really run are republished here…
+        name  = "JOBS_TOPIC"
+        value = google_pubsub_topic.jobs.name
+      }
+      env {
+        # …and a dead letter fails a job only once it was leased as many times as the
+        # subscription delivers it.
+        name  = "MAX_DELIVERY_ATTEMPTS"
+        value = tostring(var.max_delivery_attempts)
       }
       env {
         # The service verifies the OIDC token of every push: this audience…

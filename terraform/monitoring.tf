@@ -5,7 +5,8 @@ locals {
   alert_documentation_suffix = "Runbook: docs/DEPLOY.md#operating. Jobs live in Firestore collection '${var.jobs_collection}'."
 }
 
-# Any dead-lettered message is a job that failed max_delivery_attempts times: look at it.
+# A dead-lettered message is a job that failed max_delivery_attempts times, or a burst the
+# instances could not take at once (the service then puts the job back in flight): look at it.
 resource "google_monitoring_alert_policy" "dead_letters" {
   project               = var.project_id
   display_name          = "Healer: job messages dead-lettered"
@@ -39,7 +40,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A job message exhausted its ${var.max_delivery_attempts} deliveries. The job is marked failed (error.code=dead_lettered); the message is kept in subscription ${google_pubsub_subscription.dead_letter_hold.name} for 7 days. ${local.alert_documentation_suffix}"
+    content   = "A job message exhausted its ${var.max_delivery_attempts} deliveries. The service fails the job (error.code=dead_lettered) only if it was leased that many times, else puts it back in flight (the job's dead_letters counts it); the message is kept in subscription ${google_pubsub_subscription.dead_letter_hold.name} for 7 days. ${local.alert_documentation_suffix}"
   }
 }
 

@@ -3,6 +3,11 @@ and the tiny Gemma 3 checkpoint.
 
 The emulators run on their own ports under a temporary HEALER_HOME, so a developer's
 `make up` stack is never touched. Tests isolate themselves by bucket and collection names.
+
+Marks follow the fixtures: a test that uses `emulator_cfg`, directly or through any fixture built
+on it (`store`, `bucket`, `stack_cfg`, ...), is marked `emulator`, and one on the whole stack also
+`stack`, at collection; nobody has to remember a mark. `make test-fast` (-m "not emulator") thus
+starts nothing, and with HEALER_TEST_FAST=1 (which it sets) starting the emulators fails loudly.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from healer.stack.config import StackConfig
+
+if TYPE_CHECKING:
+    from google.cloud import firestore, storage  # type: ignore[attr-defined]
+
+    from healer_core.store import JobStore
 
 # Test ports sit at HEALER_TEST_PORT_BASE + the stack's usual last two digits (default 18000),
 # so two test sessions on one machine can run side by side with different bases.
@@ -31,12 +41,24 @@ TEST_PORTS: dict[str, Any] = {
 }
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples"
+# The fixtures that start processes: everything on the emulators goes through the first.
+STARTS_EMULATORS = "emulator_cfg"
+STARTS_STACK = "stack_cfg"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what its fixtures (their whole closure) start."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if STARTS_EMULATORS in fixtures:
+            item.add_marker(pytest.mark.emulator)
+        if STARTS_STACK in fixtures:
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Gemma 3 checkpoint, built once per session (deterministic, ~4 s on CPU)."""
-    pytest.importorskip("transformers")
     from inference_service.engine.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny")
@@ -47,6 +69,8 @@ def emulator_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConf
     """The three emulators, up for the whole session; their client env vars set."""
     from healer.stack import control
 
+    if os.environ.get("HEALER_TEST_FAST") == "1":
+        pytest.fail("make test-fast starts nothing, but a test selected by it asked for the emulators")
     home = tmp_path_factory.mktemp("healer-home")
     cfg = StackConfig(HEALER_HOME=home, HEALER_PROJECT="healer-test", HEALER_BUCKET="healer-test-inbox", **TEST_PORTS)
     saved = dict(os.environ)
@@ -93,21 +117,21 @@ def unique() -> str:
 
 
 @pytest.fixture
-def firestore_client(emulator_cfg: StackConfig):
+def firestore_client(emulator_cfg: StackConfig) -> firestore.Client:
     from google.cloud import firestore
 
     return firestore.Client(project=emulator_cfg.project)
 
 
 @pytest.fixture
-def store(firestore_client, unique: str):
+def store(firestore_client: firestore.Client, unique: str) -> JobStore:
     from healer_core.store import JobStore
 
     return JobStore(firestore_client, f"jobs-{unique}")
 
 
 @pytest.fixture
-def bucket(emulator_cfg: StackConfig, unique: str):
+def bucket(emulator_cfg: StackConfig, unique: str) -> storage.Bucket:
     from google.cloud import storage  # type: ignore[attr-defined]
 
     client = storage.Client(project=emulator_cfg.project)

@@ -19,8 +19,6 @@ from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, clean_pr
 from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode, Job, JobError, JobState, Timings, Verdict
 from healer_core.store import JobStore
 
-pytestmark = pytest.mark.emulator
-
 
 def _png(size: tuple[int, int], color: tuple[int, int, int] = (200, 80, 140)) -> bytes:
     out = io.BytesIO()

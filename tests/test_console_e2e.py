@@ -19,7 +19,7 @@ from PIL import Image
 from healer.stack.config import StackConfig
 from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode
 
-pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "console" / "web"

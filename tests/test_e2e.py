@@ -13,8 +13,6 @@ from google.cloud import firestore, storage  # type: ignore[attr-defined]
 from healer.stack.config import StackConfig
 from healer.stack.eventarc import deliver
 
-pytestmark = pytest.mark.emulator
-
 
 def wait_terminal(
     db: firestore.Client, collection: str, bucket: str, name: str, generation: int, timeout_s: float = 120.0
@@ -117,8 +115,8 @@ def test_gcloud_cli_upload_reaches_a_verdict(stack_cfg: StackConfig, db, sample_
 
     from PIL import Image
 
-    if shutil.which("gcloud") is None:
-        pytest.skip("the Google Cloud CLI is not installed")
+    if shutil.which("gcloud") is None:  # it runs the Pub/Sub and Firestore emulators too: never optional
+        pytest.fail("the Google Cloud CLI is not installed")
     source = sample_paths[0]
     if size == "large":
         source = tmp_path / "large-tile.tif"

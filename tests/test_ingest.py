@@ -16,8 +16,6 @@ from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 from healer_core.ids import job_id_for
 from healer_core.schema import JobMessage, JobState
 
-pytestmark = pytest.mark.emulator
-
 SOURCE = "ingest_function/main.py"
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,11 +22,12 @@ from typing import Any
 import pytest
 import requests
 from fastapi.testclient import TestClient
-from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
+from google.cloud import storage  # type: ignore[attr-defined]
 from PIL import Image, PngImagePlugin
 
 from healer.stack.config import StackConfig
 from healer.stack.eventarc import deliver
+from healer_core.ids import job_id_for
 from healer_core.logs import JsonFormatter
 from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore, new_client
@@ -38,10 +35,9 @@ from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
-from tests.service_helpers import envelope, push, wait_ready
+from tests.processes import PushSubscription, ServiceProcess, free_port, wait_for
+from tests.service_helpers import push, wait_ready
 from tests.test_service import queued_job
-
-pytestmark = pytest.mark.emulator
 
 REPO = Path(__file__).resolve().parents[1]
 # A name shaped like what labs really upload: it must never reach a log line.
@@ -57,17 +53,6 @@ def marked_png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (seed * 37 % 256, 80, 160)).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; return its value or fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def events(job: Job) -> list[str]:
@@ -149,73 +134,6 @@ def test_backpressure_refuses_the_excess_and_all_complete_on_retry(emulator_cfg,
 # ---- real processes: SIGTERM and SIGKILL ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceProcess:
-    """The service under uvicorn (the stack's flags) with a slow FakeEngine, in its own group."""
-
-    def __init__(self, port: int, collection: str, log_path: Path, **env: Any) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        child_env = dict(os.environ)
-        child_env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "ingest_function")]),
-                "JOBS_COLLECTION": collection,
-                "BATCH_WINDOW_MS": "1",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        child_env.update({k: str(v) for k, v in env.items()})
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.reliability_app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "8",
-            "--no-access-log",
-        ]
-        self.log_path = log_path
-        with open(log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=child_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self._ready, 60, f"the service on port {port} (log: {log_path})", every_s=0.2)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"service exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def push(self, message: JobMessage, timeout: float = 30.0) -> int:
-        """Status of one push, or 0 when the connection is refused or cut (no answer at all)."""
-        try:
-            return requests.post(f"{self.url}/pubsub/push", json=envelope(message), timeout=timeout).status_code
-        except requests.RequestException:
-            return 0
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
     """Started ServiceProcesses go here; whatever is still running is killed at the end."""
@@ -268,32 +186,6 @@ def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
     assert answered_s < 10 and exited_s < 10
     untouched = store.get(later.job_id)
     assert untouched.state == JobState.QUEUED and untouched.attempts == 0
-
-
-class PushSubscription:
-    """A per-test topic whose push subscription delivers to `endpoint` (short ack deadline)."""
-
-    def __init__(self, project: str, name: str, endpoint: str) -> None:
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(project, name)
-        self.sub = self.subscriber.subscription_path(project, f"{name}-push")
-        self.publisher.create_topic(name=self.topic)
-        self.subscriber.create_subscription(
-            request={
-                "name": self.sub,
-                "topic": self.topic,
-                "push_config": {"push_endpoint": endpoint},
-                "ack_deadline_seconds": 10,
-            }
-        )
-
-    def publish(self, message: JobMessage) -> None:
-        self.publisher.publish(self.topic, message.to_data(), **message.attributes()).result(timeout=10)
-
-    def close(self) -> None:
-        self.subscriber.delete_subscription(subscription=self.sub)
-        self.publisher.delete_topic(topic=self.topic)
 
 
 @pytest.mark.slow
@@ -368,6 +260,19 @@ def terminal_job(store: JobStore, blob: storage.Blob, timeout_s: float = 60.0) -
     return result
 
 
+def terminal_job_of_generation(
+    store: JobStore, bucket: str, name: str, generation: int, timeout_s: float = 90.0
+) -> Job:
+    """The job of one generation, once terminal (fails if that generation never got a job)."""
+
+    def check() -> Job | None:
+        job = store.get(job_id_for(bucket, name, generation))
+        return job if job is not None and job.state.terminal else None
+
+    result: Job = wait_for(check, timeout_s, f"a terminal job for generation {generation}", every_s=0.3)
+    return result
+
+
 def jobs_named(store: JobStore, bucket: str, name: str) -> list[Job]:
     from google.cloud import firestore
 
@@ -409,6 +314,28 @@ def test_twenty_copies_of_one_event_make_one_job_and_one_verdict(stack_cfg, gcs,
     job = jobs[0]
     assert job.state == JobState.DONE and job.verdict is not None
     assert job.attempts == 1 and events(job).count("leased") == 1 and events(job).count("done") == 1
+
+
+@pytest.mark.slow
+def test_a_burst_of_overwrites_of_one_name_makes_a_job_per_generation(
+    stack_cfg: StackConfig, gcs: storage.Bucket, stack_store: JobStore, unique: str
+) -> None:
+    """Issue 11 item 6: one name uploaded 6 times in quick succession (well within one look of a
+    bucket listing). As on Google Cloud, each generation is its own event and its own job: the
+    newest ends done, each older one done or failed/object_gone (overwritten before it ran)."""
+    name = f"{PATIENT}/{unique}/overwritten.png"
+    blobs = [upload(gcs, name, marked_png(40 + i)) for i in range(6)]
+    generations = [int(b.generation) for b in blobs]
+    assert len(set(generations)) == 6
+    jobs = {g: terminal_job_of_generation(stack_store, gcs.name, name, g) for g in generations}
+    assert len(jobs_named(stack_store, gcs.name, name)) == 6
+    newest = jobs[generations[-1]]
+    assert newest.state == JobState.DONE and newest.verdict is not None
+    for generation in generations[:-1]:
+        job = jobs[generation]
+        gone = job.state == JobState.FAILED and job.error is not None and job.error.code == "object_gone"
+        assert gone or job.state == JobState.DONE, (generation, job.state, job.error)
+        assert [e.event for e in job.history].count("created") == 1
 
 
 @pytest.mark.slow
@@ -483,9 +410,10 @@ def test_logs_hold_job_ids_never_object_names_or_image_bytes(stack_cfg, gcs, sta
     for name, content in text.items():
         assert PATIENT not in content, f"an object name leaked into {name}"
         assert BYTES_MARKER not in content, f"image bytes leaked into {name}"
-        for line in content.splitlines():
-            if '"job_id"' in line:
-                json.loads(line)  # job lines are the JSON Cloud Logging parses
+        job_lines = [line for line in content.splitlines() if '"job_id"' in line]
+        for line in job_lines:
+            json.loads(line)  # job lines are the JSON Cloud Logging parses
+        assert job_lines or name not in ("ingest.log", "service.log"), f"no job line in {name}"
     for job in jobs:
         assert job.job_id in text["service.log"] or job.state == JobState.FAILED
         assert job.job_id in text["ingest.log"]

@@ -5,12 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from healer_core.schema import ErrorCode, Job, JobError, JobState, Verdict
 from healer_core.store import JobStore, LeaseStatus
-
-pytestmark = pytest.mark.emulator
 
 
 def new_job(store: JobStore, name: str = "a.png", generation: int = 1) -> Job:

@@ -1,9 +1,11 @@
 """The local stack: the whole pipeline on this machine, on the official emulators.
 
 `up()` starts (in the background, logs under `.healer/logs/`) the Pub/Sub and Firestore
-emulators, gcp-storage-emulator, the topic and subscriptions mirroring Terraform, the ingest
-function under functions-framework, the inference service under uvicorn, and the Eventarc
-stand-in. `down()` stops exactly the processes `up()` recorded. Both are idempotent.
+emulators, gcp-storage-emulator (through a launcher that publishes Cloud Storage's finalize
+notifications), the topics and subscriptions mirroring Terraform, the ingest and reconcile
+functions under functions-framework, the inference service under uvicorn, and the stand-ins for
+Pub/Sub push, Eventarc and Cloud Scheduler. `down()` stops exactly the processes `up()`
+recorded. Both are idempotent.
 """
 
 from healer.stack.config import StackConfig

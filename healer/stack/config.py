@@ -35,6 +35,9 @@ class StackConfig(BaseSettings):
     # The push subscriptions' retry backoff (terraform/pubsub.tf: 10–600 s); the soak shortens it.
     min_backoff_seconds: int = Field(default=10, ge=0, le=600, validation_alias="PUBSUB_MIN_BACKOFF_SECONDS")
     max_backoff_seconds: int = Field(default=600, ge=0, le=600, validation_alias="PUBSUB_MAX_BACKOFF_SECONDS")
+    # How many deliveries the push stand-in (healer/stack/push.py) keeps in flight per subscription:
+    # Pub/Sub pushes far more than one instance takes; the emulator's own push never exceeds 2.
+    push_concurrency: int = Field(default=64, ge=1, le=1000, validation_alias="HEALER_PUSH_CONCURRENCY")
     eventarc_poll_seconds: float = Field(default=0.5, gt=0, validation_alias="EVENTARC_POLL_SECONDS")
     # Cloud Scheduler's reconcile cadence in terraform/reconcile.tf; 0 disables the local stand-in.
     reconcile_every_seconds: float = Field(default=900.0, ge=0, validation_alias="HEALER_RECONCILE_EVERY_SECONDS")
@@ -110,7 +113,11 @@ class StackConfig(BaseSettings):
             "HEALER_HOME": str(self.home.resolve()),
             "JOBS_TOPIC": self.jobs_topic,
             "JOBS_COLLECTION": self.jobs_collection,
+            # The service fails a dead-lettered job only after this many leases (the subscription's limit).
+            "MAX_DELIVERY_ATTEMPTS": str(self.max_delivery_attempts),
             "EVENTARC_POLL_SECONDS": str(self.eventarc_poll_seconds),
+            "HEALER_PUSH_CONCURRENCY": str(self.push_concurrency),
+            "ACK_DEADLINE_SECONDS": str(self.ack_deadline_seconds),
             "HEALER_RECONCILE_EVERY_SECONDS": str(self.reconcile_every_seconds),
         }
         return self.client_env() | env

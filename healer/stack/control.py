@@ -191,6 +191,12 @@ def app_components(cfg: StackConfig) -> list[Component]:
             timeout_s=float(os.environ.get("HEALER_SERVICE_START_TIMEOUT", "900")),
         ),
         Component(
+            "push",
+            [sys.executable, "-m", "healer.stack.push"],
+            0,
+            lambda: True,
+        ),
+        Component(
             "eventarc",
             [sys.executable, "-m", "healer.stack.eventarc"],
             0,
@@ -337,12 +343,9 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: N
     cfg = cfg or StackConfig()
     cfg.home.mkdir(parents=True, exist_ok=True)
     os.environ.update(cfg.client_env())
-    fresh_storage = running_pid(cfg, "storage") is None
     for comp in emulator_components(cfg):
         if start(cfg, comp):
             echo(f"started {comp.name} on {cfg.host}:{comp.port}")
-    if fresh_storage:  # an in-memory bucket starts empty: forget what was delivered before
-        (cfg.home / "eventarc-delivered.json").unlink(missing_ok=True)
     from healer.stack.provision import ensure_bucket, ensure_pubsub
 
     ensure_bucket(cfg)
@@ -360,6 +363,7 @@ ALL_COMPONENTS = [
     "console",
     "scheduler",
     "eventarc",
+    "push",
     "service",
     "reconcile",
     "ingest",

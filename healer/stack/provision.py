@@ -9,6 +9,7 @@ from google.cloud import pubsub_v1, storage  # type: ignore[attr-defined]
 from google.protobuf import duration_pb2
 
 from healer.stack.config import StackConfig
+from healer.stack.storage_events import eventarc_subscription, notification_topic
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:
@@ -22,12 +23,20 @@ def ensure_bucket(cfg: StackConfig) -> None:
 
 
 def ensure_pubsub(cfg: StackConfig) -> None:
-    """Topics, the push subscription (retry backoff, dead letter after N), the dead-letter pair."""
+    """Topics, the jobs subscription (retry backoff, dead letter after N), the dead-letter pair.
+
+    The two subscriptions terraform/pubsub.tf makes push subscriptions are pull subscriptions
+    here with the same policies: the push stand-in (healer/stack/push.py) delivers them with
+    Pub/Sub's concurrency, which the emulator's own push (2 at a time) does not have.
+    Also the bucket's notification topic (its finalize events, `storage_events.py`) and the
+    Eventarc stand-in's subscription to it.
+    """
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     jobs = publisher.topic_path(cfg.project, cfg.jobs_topic)
     dead = publisher.topic_path(cfg.project, cfg.dead_letter_topic)
-    for topic in (jobs, dead):
+    notifications = publisher.topic_path(cfg.project, notification_topic(cfg.bucket))
+    for topic in (jobs, dead, notifications):
         with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=topic)
     retry = {
@@ -38,7 +47,6 @@ def ensure_pubsub(cfg: StackConfig) -> None:
         {
             "name": subscriber.subscription_path(cfg.project, cfg.push_subscription),
             "topic": jobs,
-            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/push"},
             "ack_deadline_seconds": cfg.ack_deadline_seconds,
             "retry_policy": retry,
             "dead_letter_policy": {
@@ -49,7 +57,6 @@ def ensure_pubsub(cfg: StackConfig) -> None:
         {
             "name": subscriber.subscription_path(cfg.project, cfg.dead_letter_push_subscription),
             "topic": dead,
-            "push_config": {"push_endpoint": f"{cfg.service_url}/pubsub/dead-letter"},
             "ack_deadline_seconds": 60,
             "retry_policy": retry,
         },
@@ -58,6 +65,11 @@ def ensure_pubsub(cfg: StackConfig) -> None:
             "topic": dead,
             "ack_deadline_seconds": 60,
             "message_retention_duration": _duration(7 * 24 * 3600),
+        },
+        {
+            "name": subscriber.subscription_path(cfg.project, eventarc_subscription(cfg.bucket)),
+            "topic": notifications,
+            "ack_deadline_seconds": 60,
         },
     ]
     for sub in subscriptions:

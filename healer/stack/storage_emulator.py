@@ -1,4 +1,5 @@
-"""gcp-storage-emulator, with two fixes so the Google Cloud CLI can upload to it.
+"""gcp-storage-emulator, with two fixes so the Google Cloud CLI can upload to it, and Cloud
+Storage's Pub/Sub notifications.
 
 - `gcloud storage cp` sends multipart uploads with a single-quoted MIME boundary
   (`boundary='===…=='`), which the emulator's parser (Python's email package) does not unquote,
@@ -7,18 +8,29 @@
   API accepts as an alias of `/upload/storage/v1/…` but the emulator does not route (501): the
   alias is rewritten.
 
+- Every finalized generation publishes its OBJECT_FINALIZE notification (`storage_events.py`)
+  to the bucket's notification topic on the Pub/Sub emulator (PUBSUB_EMULATOR_HOST, project
+  HEALER_PROJECT), from `Storage.create_file`, the one method every write path calls, before the
+  client gets its answer. The Eventarc stand-in reads them: one event per generation, however
+  fast a name is overwritten (a listing only ever shows the newest).
+
 Everything else is the emulator, unchanged. Run: `python -m healer.stack.storage_emulator start …`
 (the same arguments as `gcp-storage-emulator`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any
 
 from gcp_storage_emulator import server
 from gcp_storage_emulator.__main__ import main as emulator_main
+from gcp_storage_emulator.storage import Storage
+
+from healer.stack.config import StackConfig
+from healer.stack.storage_events import Notifier
 
 _SINGLE_QUOTED_BOUNDARY = re.compile(r"boundary='([^']*)'")
 _read_data = server._read_data
@@ -47,5 +59,22 @@ def _parse_request_with_resumable_alias(self: Any) -> bool:
 
 server.RequestHandler.parse_request = _parse_request_with_resumable_alias
 
+_create_file = Storage.create_file
+_notifier: Notifier | None = None
+
+
+def _create_file_and_notify(
+    self: Storage, bucket_name: str, file_name: str, content: bytes, file_obj: dict[str, Any], file_id: Any = None
+) -> None:
+    previous = self.objects.get(bucket_name, {}).get(file_name)
+    _create_file(self, bucket_name, file_name, content, file_obj, file_id)
+    if _notifier is not None:
+        _notifier.finalized(file_obj, overwrote=previous.get("generation") if previous else None)
+
+
+Storage.create_file = _create_file_and_notify
+
 if __name__ == "__main__":
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        _notifier = Notifier(StackConfig().project)
     sys.exit(emulator_main())

@@ -12,13 +12,16 @@ import logging
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from healer_core.schema import ErrorCode, Job, JobError, JobState
+from healer_core.schema import Job
+from healer_core.store import DeadLetterAction
 from inference_service.auth import require_push_auth
 from inference_service.envelope import BadEnvelope, parse_envelope
-from inference_service.worker import STATUS_FOR, process_job
+from inference_service.worker import STATUS_FOR, Outcome, process_job
 
 router = APIRouter(prefix="/pubsub", dependencies=[Depends(require_push_auth)])
 log = logging.getLogger("healer.pubsub")
+# Pub/Sub adds it to every message it forwards to a dead-letter topic.
+SOURCE_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 
 
 @router.post("/push", status_code=204)
@@ -32,13 +35,26 @@ async def push(request: Request) -> Response:
     except BadEnvelope as exc:
         log.error("bad push envelope", extra={"reason": str(exc)})
         return JSONResponse({"detail": str(exc)}, status_code=400)
-    outcome = await process_job(message, runtime.worker_deps())
+    inference = runtime.inference
+    if not inference.try_admit():
+        return Response(status_code=STATUS_FOR[Outcome.BUSY])  # before Firestore: nothing leased
+    try:
+        outcome = await process_job(message, runtime.worker_deps())
+    finally:
+        inference.leave()
     return Response(status_code=STATUS_FOR[outcome])
 
 
 @router.post("/dead-letter", status_code=204)
 async def dead_letter(request: Request) -> Response:
-    """A message that exhausted its delivery attempts: its job becomes failed/dead_lettered."""
+    """A message that ran out of delivery attempts: settle its job (`JobStore.settle_dead_letter`).
+
+    204 once the job is finished, failed as `dead_lettered` (leased MAX_DELIVERY_ATTEMPTS times
+    without a verdict, or never run for DEAD_LETTER_GIVE_UP_SECONDS since its first dead letter),
+    or back in flight with a freshly published message. 429 while a live lease holds the job:
+    the dead-letter subscription delivers it again later, when the holder has written its verdict
+    or its lease has expired. Any error (e.g. the republish failed) answers 5xx: delivered again.
+    """
     runtime = request.app.state.runtime
     try:
         envelope = parse_envelope(await request.body())
@@ -47,17 +63,31 @@ async def dead_letter(request: Request) -> Response:
         # Retrying cannot fix it; the dead-letter pull subscription still retains the message.
         log.error("unreadable dead letter acknowledged", extra={"reason": str(exc)})
         return Response(status_code=204)
-    attempts = envelope.delivery_attempt
-    error = JobError(
-        code=ErrorCode.DEAD_LETTERED,
-        message="Processing failed on every delivery attempt"
-        + (f" ({attempts})" if attempts else "")
-        + "; the message went to the dead-letter topic.",
-        retryable=True,
-    )
+    settings = runtime.settings
     store = runtime.store
-    job = await asyncio.to_thread(store.fail_unless_done, message.job_id, error)
-    if job is None:
-        await asyncio.to_thread(store.create, Job.for_message(message, state=JobState.FAILED, error=error))
-    log.warning("job dead-lettered", extra={"job_id": message.job_id, "delivery_attempt": attempts})
+    result = await asyncio.to_thread(
+        store.settle_dead_letter,
+        Job.for_message(message),
+        max_attempts=settings.max_delivery_attempts,
+        give_up_after_s=settings.dead_letter_give_up_seconds,
+    )
+    job = result.job
+    extra = {
+        "job_id": message.job_id,
+        "action": str(result.action),
+        "attempts": job.attempts,
+        "dead_letters": job.dead_letters,
+        "delivery_count": envelope.message.attributes.get(SOURCE_DELIVERY_COUNT, ""),
+    }
+    if result.action == DeadLetterAction.HELD:
+        log.info("dead letter for a job under a live lease: left to its holder", extra=extra)
+        return JSONResponse({"detail": "lease held"}, status_code=429)
+    if result.action == DeadLetterAction.REPUBLISH:
+        message_id = await asyncio.to_thread(runtime.publisher.publish, message)
+        await asyncio.to_thread(store.mark_published, message.job_id, message_id)
+        log.warning("dead letter put back in flight", extra=extra)
+    elif result.action == DeadLetterAction.FAILED:
+        log.warning("job dead-lettered", extra=extra)
+    else:
+        log.info("dead letter for a finished job", extra=extra)
     return Response(status_code=204)
