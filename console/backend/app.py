@@ -7,6 +7,8 @@ GET  /api/jobs/{job_id}              one job: full verdict, error in plain words
 GET  /api/jobs/{job_id}/preview.png  downscaled PNG rendered from the stored object
 POST /api/uploads                    signed PUT URLs for the inbox bucket
 PUT  /api/uploads/local/...          local stack only: forwards an upload to the emulator
+POST /api/uploads/resumable          a resumable session for a large file (api_resumable.py)
+GET  /api/jobs/{job_id}/slide.dzi, slide_files/…, heatmap…, tiles.geojson  slide jobs (api_slides.py)
 GET  /…                              the built frontend (console/web/dist)
 """
 
@@ -17,10 +19,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from google.cloud import storage  # type: ignore[attr-defined]
 
-from console.backend import api_jobs, api_uploads
+from console.backend import api_jobs, api_resumable, api_slides, api_uploads
 from console.backend.context import ConsoleContext
 from console.backend.preview import PreviewCache
 from console.backend.settings import ConsoleSettings
+from console.backend.slide_context import build_slide_services
+from console.backend.slide_settings import SlideViewerSettings
 from console.backend.static import mount_frontend
 from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, UploadSigner
 from healer_core import logs
@@ -68,12 +72,14 @@ def create_app(
     store: JobStore | None = None,
     blobs: BlobSource | None = None,
     signer: UploadSigner | None = None,
+    slide_settings: SlideViewerSettings | None = None,
 ) -> FastAPI:
     """The console app. Tests pass their own settings and store; production reads the environment."""
     settings = settings or ConsoleSettings()
     logs.configure(settings.log_level)
     app = FastAPI(title="Healer console", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.console = build_context(settings, store, blobs, signer)
+    app.state.slides = build_slide_services(settings, slide_settings or SlideViewerSettings())
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -90,5 +96,7 @@ def create_app(
 
     app.include_router(api_jobs.router)
     app.include_router(api_uploads.router)
+    app.include_router(api_resumable.router)
+    app.include_router(api_slides.router)
     mount_frontend(app, settings.static_dir)
     return app

@@ -6,6 +6,9 @@
 - Large files go through resumable uploads at `/resumable/upload/storage/v1/…`, a path the JSON
   API accepts as an alias of `/upload/storage/v1/…` but the emulator does not route (501): the
   alias is rewritten.
+- A resumable session that has received nothing yet answers a status query with `308` and *no*
+  `Range` header, as Cloud Storage does; the emulator said `Range: bytes=0-0` (one byte stored),
+  so a client resuming after a lost first chunk skipped byte 0.
 
 Everything else is the emulator, unchanged. Run: `python -m healer.stack.storage_emulator start …`
 (the same arguments as `gcp-storage-emulator`).
@@ -19,6 +22,7 @@ from typing import Any
 
 from gcp_storage_emulator import server
 from gcp_storage_emulator.__main__ import main as emulator_main
+from gcp_storage_emulator.handlers import objects
 
 _SINGLE_QUOTED_BOUNDARY = re.compile(r"boundary='([^']*)'")
 _read_data = server._read_data
@@ -46,6 +50,20 @@ def _parse_request_with_resumable_alias(self: Any) -> bool:
 
 
 server.RequestHandler.parse_request = _parse_request_with_resumable_alias
+
+_resumable_incomplete = objects._resumable_incomplete
+
+
+def _resumable_incomplete_without_phantom_byte(
+    response: Any, storage: Any, upload_id: str, fallback_end: int = 0
+) -> None:
+    if storage.get_resumable_byte_count(upload_id) > 0:
+        _resumable_incomplete(response, storage, upload_id, fallback_end)
+        return
+    response.status = objects.GoogleHTTPStatus.RESUME_INCOMPLETE
+
+
+objects._resumable_incomplete = _resumable_incomplete_without_phantom_byte
 
 if __name__ == "__main__":
     sys.exit(emulator_main())
