@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -125,6 +126,9 @@ class LocalSessionRelay:
         self.max_chunk_bytes = max_chunk_bytes
         self._secret = secret or secrets.token_bytes(32)
         self.ttl_seconds = 24 * 3600
+        # httpx logs every request URL at INFO, and the emulator's session URL names the object
+        # (patient identifiers): keep httpx to warnings in this process.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def start(self, bucket: str, name: str, content_type: str, size: int, origin: str | None) -> str:
         location = GcsSessionStarter(self._client).start(bucket, name, content_type, size, None)
