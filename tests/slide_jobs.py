@@ -75,6 +75,19 @@ def upload_slide(inbox: Any, slide: SynthSlide, name: str) -> int:
     return int(blob.generation)
 
 
+def _slide_job(inbox: Any, name: str, generation: int, slide: SynthSlide, progress: Slide) -> Job:
+    return Job(
+        job_id=job_id_for(inbox.name, name, generation),
+        kind=JobKind.SLIDE,
+        bucket=inbox.name,
+        name=name,
+        generation=generation,
+        content_type="image/tiff",
+        size_bytes=slide.path.stat().st_size,
+        slide=progress,
+    )
+
+
 def score_slide(slide: SynthSlide) -> tuple[list[Scored], Image.Image, float, Slide]:
     """Scores by the known tumor region, the thumbnail and its downsample, and the slide's geometry."""
     tumor = slide.tumor
@@ -127,18 +140,7 @@ def seed_done_slide(store: JobStore, inbox: Any, results: Any, slide: SynthSlide
             "tiles_scored": len(scores),
         }
     )
-    store.create(
-        Job(
-            job_id=job_id,
-            kind=JobKind.SLIDE,
-            bucket=inbox.name,
-            name=name,
-            generation=generation,
-            content_type="image/tiff",
-            size_bytes=slide.path.stat().st_size,
-            slide=geometry,
-        )
-    )
+    store.create(_slide_job(inbox, name, generation, slide, geometry))
     verdict = Verdict(
         answer=agg.answer,
         p_yes=agg.p_yes,
@@ -170,28 +172,18 @@ def seed_running_slide(
     """A slide job mid-scoring: `scored` of `total` tiles, `shards` = (done, total)."""
     generation = upload_slide(inbox, slide, name)
     job_id = job_id_for(inbox.name, name, generation)
-    store.create(
-        Job(
-            job_id=job_id,
-            kind=JobKind.SLIDE,
-            bucket=inbox.name,
-            name=name,
-            generation=generation,
-            content_type="image/tiff",
-            size_bytes=slide.path.stat().st_size,
-            slide=Slide(
-                stage=SlideStage.SCORING,
-                format="Aperio SVS",
-                vendor="aperio",
-                width=slide.width,
-                height=slide.height,
-                mpp=slide.mpp,
-                tiles_total=total,
-                tiles_scored=scored,
-                shards_total=shards[1],
-                shards_done=shards[0],
-            ),
-        )
+    progress = Slide(
+        stage=SlideStage.SCORING,
+        format="Aperio SVS",
+        vendor="aperio",
+        width=slide.width,
+        height=slide.height,
+        mpp=slide.mpp,
+        tiles_total=total,
+        tiles_scored=scored,
+        shards_total=shards[1],
+        shards_done=shards[0],
     )
+    store.create(_slide_job(inbox, name, generation, slide, progress))
     store.lease(job_id, "fixture", 600)
     return store.get(job_id)

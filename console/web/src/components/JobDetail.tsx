@@ -2,7 +2,7 @@ import { lazy, Suspense, useState } from "react";
 import { fetchJob, previewUrl, type JobDetail as Job } from "../api";
 import { formatBytes, formatMs, formatTime, splitName } from "../format";
 import { usePolling } from "../usePolling";
-import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
+import { AnswerBadge, JobErrorBox, ProbabilityBar, StateBadge } from "./Badges";
 
 // The viewer (OpenSeadragon) is loaded only when a slide is opened: the list stays light.
 const SlideDetail = lazy(() => import("./SlideDetail").then((m) => ({ default: m.SlideDetail })));
@@ -101,14 +101,7 @@ export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void
               </dl>
             </div>
           ) : job.error ? (
-            <div className="rounded-lg border border-rose-200 bg-rose-50 p-4 text-sm" data-testid="job-error">
-              <p className="font-semibold text-rose-800">{job.error.description}</p>
-              <p className="mt-1 text-rose-700">{job.error.message}</p>
-              <p className="mt-2 font-mono text-xs text-rose-600">
-                code: {job.error.code}
-                {job.error.retryable && job.state !== "failed" ? " · will be retried" : ""}
-              </p>
-            </div>
+            <JobErrorBox error={job.error} state={job.state} />
           ) : (
             <p className="text-sm text-slate-500">Waiting for the model… this page updates by itself.</p>
           )}

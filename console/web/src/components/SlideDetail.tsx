@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 import { fetchTiles, slideUrl, topTileUrl, type JobDetail, type SlideReport, type TileScore } from "../api";
-import { AnswerBadge, ProbabilityBar } from "./Badges";
+import { AnswerBadge, JobErrorBox, ProbabilityBar } from "./Badges";
 import { SlideProgress } from "./SlideProgress";
 import { SlideViewer, type Focus } from "./SlideViewer";
 
@@ -98,11 +98,7 @@ export function SlideDetail({ job }: { job: JobDetail }) {
               </dl>
             </div>
           ) : job.error ? (
-            <div className="rounded-lg border border-rose-200 bg-rose-50 p-4 text-sm" data-testid="job-error">
-              <p className="font-semibold text-rose-800">{job.error.description}</p>
-              <p className="mt-1 text-rose-700">{job.error.message}</p>
-              <p className="mt-2 font-mono text-xs text-rose-600">code: {job.error.code}</p>
-            </div>
+            <JobErrorBox error={job.error} state={job.state} />
           ) : (
             <div className="space-y-2 text-sm text-slate-600">
               <p>Scoring the slide… this page updates by itself.</p>

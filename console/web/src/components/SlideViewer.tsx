@@ -15,6 +15,23 @@ interface Hover {
   y: number;
 }
 
+/** A tile's square in level-0 pixels; the stroke keeps its width at any zoom. */
+function TileOutline({ tile, stroke, width, dashed = false }: { tile: TileScore; stroke: string; width: number; dashed?: boolean }) {
+  return (
+    <rect
+      x={tile.x}
+      y={tile.y}
+      width={tile.w}
+      height={tile.h}
+      fill="none"
+      stroke={stroke}
+      strokeWidth={width}
+      strokeDasharray={dashed ? "6 4" : undefined}
+      vectorEffect="non-scaling-stroke"
+    />
+  );
+}
+
 /**
  * The slide at full resolution (OpenSeadragon over the console's Deep Zoom tiles), with the
  * heatmap laid over it and the scored tiles outlined in their p(yes) colour.
@@ -167,19 +184,7 @@ export function SlideViewer({ jobId, tiles, hasHeatmap, focus }: {
   // Thousands of outlines: built once per tile set, so a hover re-render does not rebuild them.
   const outlines = useMemo(
     () =>
-      (tiles ?? []).map((t) => (
-        <rect
-          key={t.index}
-          x={t.x}
-          y={t.y}
-          width={t.w}
-          height={t.h}
-          fill="none"
-          stroke={pYesColour(t.p_yes)}
-          strokeWidth={1.5}
-          vectorEffect="non-scaling-stroke"
-        />
-      )),
+      (tiles ?? []).map((t) => <TileOutline key={t.index} tile={t} stroke={pYesColour(t.p_yes)} width={1.5} />),
     [tiles],
   );
 
@@ -248,31 +253,8 @@ export function SlideViewer({ jobId, tiles, hasHeatmap, focus }: {
         <svg className="pointer-events-none absolute inset-0 h-full w-full" aria-hidden="true">
           <g ref={group} data-testid="tile-outlines" visibility={showOutlines ? "visible" : "hidden"}>
             {outlines}
-            {focus && (
-              <rect
-                x={focus.tile.x}
-                y={focus.tile.y}
-                width={focus.tile.w}
-                height={focus.tile.h}
-                fill="none"
-                stroke="#0f172a"
-                strokeWidth={3}
-                strokeDasharray="6 4"
-                vectorEffect="non-scaling-stroke"
-              />
-            )}
-            {hover && (
-              <rect
-                x={hover.tile.x}
-                y={hover.tile.y}
-                width={hover.tile.w}
-                height={hover.tile.h}
-                fill="none"
-                stroke="white"
-                strokeWidth={3}
-                vectorEffect="non-scaling-stroke"
-              />
-            )}
+            {focus && <TileOutline tile={focus.tile} stroke="#0f172a" width={3} dashed />}
+            {hover && <TileOutline tile={hover.tile} stroke="white" width={3} />}
           </g>
         </svg>
         {hover && (
