@@ -267,7 +267,19 @@ def test_download_cache_is_bounded(env: dict[str, Any], emulator_cfg: Any, tmp_p
     assert files.path_for(first.job) == path  # cached: not downloaded again
     second = files.path_for(env["running"])
     assert second.exists() and not path.exists()  # the least recently used slide made room
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [second.name]
+    assert sorted(p.name for p in second.parent.iterdir()) == [second.name]
+    # A console that died left its folder behind: the next one removes it, and keeps its own.
+    dead = tmp_path / "cache" / "p999999999"
+    dead.mkdir()
+    (dead / "x.svs").write_bytes(b"left over")
+    SlideFiles(
+        storage.Client(project=emulator_cfg.project),
+        mount="",
+        cache_dir=tmp_path / "cache",
+        cache_bytes=1,
+        max_slide_bytes=1,
+    )
+    assert not dead.exists() and second.exists()
     tiny = SlideFiles(
         storage.Client(project=emulator_cfg.project),
         mount="",

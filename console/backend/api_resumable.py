@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from google.api_core import exceptions as gexc
 
 from console.backend.context import Context
 from console.backend.resumable import (
@@ -52,7 +53,10 @@ def start_resumable(ctx: Context, slides: Slides, body: ResumableRequest, reques
         raise HTTPException(status_code=422, detail=f"The content type {body.content_type!r} is not valid.")
     folder = "/".join(p for p in (clean_prefix(s.upload_prefix), clean_prefix(body.prefix), batch_folder()) if p)
     name = f"{folder}/{clean_segment(body.name) or 'upload'}"
-    url = slides.sessions.start(s.bucket, name, content_type, body.size, request.headers.get("origin"))
+    try:
+        url = slides.sessions.start(s.bucket, name, content_type, body.size, request.headers.get("origin"))
+    except (gexc.GoogleAPIError, ConnectionError, TimeoutError) as exc:
+        raise HTTPException(status_code=503, detail="Storage did not start the upload; try again.") from exc
     return ResumableSession(
         file_name=body.name,
         bucket=s.bucket,

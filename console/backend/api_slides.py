@@ -111,9 +111,15 @@ def _artifact_route(artifact: Artifact) -> Callable[..., Response]:
     return read
 
 
-router.get("/heatmap.png", responses={200: {"content": {"image/png": {}}}})(_artifact_route("heatmap"))
-router.get("/tiles.geojson", responses={200: {"content": {"application/geo+json": {}}}})(_artifact_route("geojson"))
-router.get("/thumbnail.png", responses={200: {"content": {"image/png": {}}}})(_artifact_route("thumbnail"))
+_ARTIFACT_PATHS: tuple[tuple[str, Artifact], ...] = (
+    ("/heatmap.png", "heatmap"),
+    ("/tiles.geojson", "geojson"),
+    ("/thumbnail.png", "thumbnail"),
+)
+for _path, _artifact in _ARTIFACT_PATHS:
+    router.get(_path, name=f"slide_{_artifact}", responses={200: {"content": {MEDIA_TYPES[_artifact]: {}}}})(
+        _artifact_route(_artifact)
+    )
 
 
 @router.get("/heatmap-overlay.png", responses={200: {"content": {"image/png": {}}}})

@@ -14,7 +14,9 @@ formats), never by the object name: names may carry patient identifiers.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
@@ -28,7 +30,7 @@ from healer_media.errors import ObjectGone, SlideRejected, TransientError
 log = logging.getLogger("healer.console.slides")
 
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
-_OURS = re.compile(r"^[A-Za-z0-9_-]{1,128}(\.[a-z0-9]{1,10})?(\.part)?$")
+_PROCESS_DIR = re.compile(r"^p(\d+)$")
 _STORAGE_DOWN = (gexc.ServerError, gexc.TooManyRequests, ConnectionError, TimeoutError)
 
 
@@ -36,6 +38,19 @@ def slide_suffix(name: str) -> str:
     """The object name's suffix, lower case, when it is a plausible file suffix ('' otherwise)."""
     suffix = PurePosixPath(name).suffix.lower()
     return suffix if _SUFFIX.match(suffix) else ""
+
+
+def _remove_dead_processes_files(cache_dir: Path) -> None:
+    for folder in cache_dir.iterdir():
+        match = _PROCESS_DIR.match(folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(match[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 class SlideFiles:
@@ -52,7 +67,9 @@ class SlideFiles:
     ) -> None:
         self._client = client
         self._mount = Path(mount).resolve() if mount else None
-        self._dir = cache_dir
+        # One folder per console process: several consoles on one machine (or a restarted one)
+        # never delete each other's files; a dead process's folder is removed.
+        self._dir = cache_dir / f"p{os.getpid()}"
         self._budget = cache_bytes
         self._max_bytes = max_slide_bytes
         self._files: OrderedDict[str, tuple[Path, int]] = OrderedDict()  # job_id → (path, size), LRU order
@@ -60,9 +77,7 @@ class SlideFiles:
         self._job_locks: dict[str, threading.Lock] = {}
         if self._mount is None:
             self._dir.mkdir(parents=True, exist_ok=True)
-            for stale in self._dir.iterdir():  # a previous process's downloads: not indexed, so not trusted
-                if stale.is_file() and _OURS.match(stale.name):
-                    stale.unlink(missing_ok=True)
+            _remove_dead_processes_files(cache_dir)
 
     def path_for(self, job: Job) -> Path:
         """A readable local path holding exactly the job's generation.

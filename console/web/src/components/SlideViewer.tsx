@@ -164,8 +164,7 @@ export function SlideViewer({ jobId, tiles, hasHeatmap, focus }: {
       heatRef.current = null;
       if (host.current) delete host.current.dataset.overlay;
     };
-    // opacity and visibility are applied by the effect below; re-adding the image is not needed
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // Opacity and visibility are applied by the effect below, without re-adding the image.
   }, [ready, overlay]);
 
   useEffect(() => {
