@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import uuid
 import xml.etree.ElementTree as ET
@@ -301,3 +302,18 @@ def test_tile_cache_is_bounded_in_bytes() -> None:
     assert cache.get("b") is None and cache.get("a") is not None and cache.used == 8
     cache.put("huge", b"x" * 11)
     assert cache.get("huge") is None and cache.used == 8
+
+
+def test_logs_name_the_job_never_the_object(client: TestClient, env: dict[str, Any], caplog: Any) -> None:
+    job_id = env["done"].job.job_id
+    with caplog.at_level(logging.INFO):
+        assert client.get(f"/api/jobs/{job_id}/slide.dzi").status_code == 200
+        assert client.get(f"/api/jobs/{job_id}/slide_files/9/1_1.jpeg").status_code == 200
+        assert client.get(f"/api/jobs/{job_id}/heatmap-overlay.png").status_code == 200
+        started = client.post("/api/uploads/resumable", json={"name": "case 31/slide-31.svs", "size": 10})
+        assert started.status_code == 200
+    logged = "\n".join(json.dumps(vars(record), default=str) for record in caplog.records)
+    assert "slide view requested" in logged and "slide opened for viewing" in logged and job_id in logged
+    assert "resumable upload started" in logged
+    for name_part in ("slide-17", "case 17", "slide-31", "case 31", env["inbox"].name + "/lab-a"):
+        assert name_part not in logged

@@ -7,6 +7,7 @@ PUT  /api/uploads/resumable/local/{token}   local stack only: one chunk, relayed
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -24,10 +25,11 @@ from console.backend.resumable import (
     ResumableSession,
     size_limit,
 )
-from console.backend.slide_context import Slides
+from console.backend.slide_context import Slides, caller_email
 from console.backend.uploads import batch_folder, clean_prefix, clean_segment, normalize_content_type
 
 router = APIRouter()
+log = logging.getLogger("healer.console")
 
 
 @router.get("/api/uploads/resumable", response_model=ResumableInfo)
@@ -51,12 +53,15 @@ def start_resumable(ctx: Context, slides: Slides, body: ResumableRequest, reques
     content_type = normalize_content_type(body.content_type)
     if content_type is None:
         raise HTTPException(status_code=422, detail=f"The content type {body.content_type!r} is not valid.")
-    folder = "/".join(p for p in (clean_prefix(s.upload_prefix), clean_prefix(body.prefix), batch_folder()) if p)
+    batch = batch_folder()
+    folder = "/".join(p for p in (clean_prefix(s.upload_prefix), clean_prefix(body.prefix), batch) if p)
     name = f"{folder}/{clean_segment(body.name) or 'upload'}"
     try:
         url = slides.sessions.start(s.bucket, name, content_type, body.size, request.headers.get("origin"))
     except (gexc.GoogleAPIError, ConnectionError, TimeoutError) as exc:
         raise HTTPException(status_code=503, detail="Storage did not start the upload; try again.") from exc
+    # Who started an upload: the batch folder we generated and the size, never a file or object name.
+    log.info("resumable upload started", extra={"user": caller_email(request), "batch": batch, "size_bytes": body.size})
     return ResumableSession(
         file_name=body.name,
         bucket=s.bucket,

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 
 from console.backend.api_jobs import JobId
 from console.backend.artifacts import MEDIA_TYPES, Artifact, NoArtifact
 from console.backend.context import Context
 from console.backend.deepzoom import TileNotFound
 from console.backend.jobs import describe_error
-from console.backend.slide_context import Slides
+from console.backend.slide_context import Slides, caller_email
 from healer_core.schema import Job, JobKind
 from healer_media.errors import ObjectGone, SlideRejected, TransientError
 
@@ -69,8 +69,10 @@ def _answers(job_id: str) -> Iterator[None]:
 
 
 @router.get("/slide.dzi", responses={200: {"content": {"application/xml": {}}}})
-def slide_dzi(ctx: Context, slides: Slides, job_id: JobId) -> Response:
+def slide_dzi(ctx: Context, slides: Slides, job_id: JobId, request: Request) -> Response:
     """The Deep Zoom descriptor of the job's slide (opens, or downloads, the slide on first use)."""
+    # A viewer asks for this once per opening: who looked at which slide (job id, never a name).
+    log.info("slide view requested", extra={"user": caller_email(request), "job_id": job_id})
     job = _slide_job(ctx, job_id)
     with _answers(job_id):
         xml = slides.viewer.dzi(job)

@@ -63,6 +63,12 @@ def build_slide_services(
     )
 
 
+def caller_email(request: Request) -> str | None:
+    """Who IAP vouched for on this request, for the audit log (set on `request.state.caller` by
+    the console's IAP verification when it runs; None otherwise)."""
+    return getattr(getattr(request.state, "caller", None), "email", None)
+
+
 def get_slides(ctx: Context, request: Request) -> SlideServices:
     """The slide services the app factory stored (after the console's own dependency ran)."""
     services: SlideServices = request.app.state.slides
