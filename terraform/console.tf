@@ -11,9 +11,8 @@
 #              tunnel to http://localhost:8080), as docs/CONSOLE.md describes.
 # Either way nobody else gets through: no allUsers, no public invoker.
 #
-# The browser uploads straight to the inbox bucket with V4 signed PUT URLs (images) or to resumable
-# sessions the console starts (slides, large files), so the inbox bucket has a CORS rule for the
-# console's origin (storage.tf; output console_cors_origin).
+# The browser uploads straight to the inbox bucket with V4 signed PUT URLs, so the inbox bucket
+# has a CORS rule for the console's origin (storage.tf; output console_cors_origin).
 
 variable "console_service_name" {
   description = "Cloud Run service name of the review console."
@@ -142,8 +141,7 @@ resource "google_storage_bucket_iam_member" "console_creates_inbox_objects" {
   member = "serviceAccount:${google_service_account.console.email}"
 }
 
-# Why: previews are rendered from the stored object generation of each job, and the slide viewer
-# reads slides through the read-only FUSE volume of the inbox (terraform's volume, as this account).
+# Why: previews are rendered from the stored object generation of each job.
 resource "google_storage_bucket_iam_member" "console_reads_inbox" {
   bucket = google_storage_bucket.inbox.name
   role   = "roles/storage.objectViewer"
@@ -184,19 +182,6 @@ resource "google_cloud_run_v2_service" "console" {
     labels                           = local.labels
     timeout                          = "60s"
     max_instance_request_concurrency = 40
-    # Cloud Storage volumes (the slide viewer reads slides in place) need the gen2 environment.
-    execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
-
-    # The slide viewer opens slides with OpenSlide, which needs a file: the inbox through Cloud
-    # Storage FUSE, read-only (random reads; a multi-GB slide never lands in the instance's
-    # in-memory disk). The viewer checks each job's generation against the object's metadata.
-    volumes {
-      name = "inbox"
-      gcs {
-        bucket    = google_storage_bucket.inbox.name
-        read_only = true
-      }
-    }
 
     scaling {
       min_instance_count = 0
@@ -216,11 +201,6 @@ resource "google_cloud_run_v2_service" "console" {
           memory = "1Gi" # decoding a large TIFF for a preview needs headroom
         }
         cpu_idle = true
-      }
-
-      volume_mounts {
-        name       = "inbox"
-        mount_path = "/mnt/inbox"
       }
 
       env {
@@ -250,10 +230,6 @@ resource "google_cloud_run_v2_service" "console" {
       env {
         name  = "UPLOAD_URL_TTL_SECONDS"
         value = tostring(var.console_upload_url_ttl_seconds)
-      }
-      env {
-        name  = "SLIDE_MOUNT"
-        value = "/mnt/inbox"
       }
 
       startup_probe {
@@ -320,7 +296,7 @@ output "console_url" {
 }
 
 output "console_cors_origin" {
-  description = "Origin the inbox bucket's CORS rule must allow for browser uploads (PUT; Content-Type, Content-Range, Range)."
+  description = "Origin the inbox bucket's CORS rule must allow for browser uploads (method PUT, header Content-Type)."
   value       = local.console_url
 }
 
