@@ -16,13 +16,14 @@ resource "google_storage_bucket" "inbox" {
     enabled = var.inbox_versioning
   }
 
-  # The review console's browser uploads straight to the bucket with V4 signed PUT URLs: allow
-  # exactly that origin, method and header (nothing else is readable cross-origin).
+  # The review console's browser uploads straight to the bucket: one PUT to a V4 signed URL for an
+  # image, chunked PUTs (Content-Range) to a resumable session for a slide, whose 308 answers say
+  # in `Range` how much arrived. Allow exactly that origin, method and those headers.
   cors {
     origin = [local.console_url]
     method = ["PUT"]
     # The signed upload URL binds the size with x-goog-content-length-range: the browser sends it.
-    response_header = ["Content-Type", "x-goog-content-length-range"]
+    response_header = ["Content-Type", "x-goog-content-length-range", "Content-Range", "Range"]
     max_age_seconds = 3600
   }
 

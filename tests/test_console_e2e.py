@@ -8,8 +8,6 @@ opens one, and saves the list and detail screenshots used by docs/CONSOLE.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,38 +16,9 @@ from PIL import Image
 
 from healer.stack.config import StackConfig
 from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode
+from tests.browser import REPO, SCREENSHOTS, WEB, ensure_chromium, ensure_frontend, node
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-WEB = REPO / "console" / "web"
-SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-
-
-def _ensure_chromium() -> Path:
-    """Debian's chromium, installed if missing (as `make console-e2e-deps` does); skip if impossible."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    apt = shutil.which("apt-get")
-    if apt and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for args in (["update", "-qq"], ["install", "-y", "-qq", "chromium"]):
-            subprocess.run([apt, *args], check=False, timeout=900, env=env, capture_output=True)
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed with apt-get (make console-e2e-deps)")
-    return CHROMIUM
-
-
-def _ensure_frontend() -> None:
-    """playwright-core and the built page (what `make console-build console-e2e-deps` provide)."""
-    npm = shutil.which("npm")
-    if not (WEB / "node_modules" / "playwright-core").is_dir():
-        assert npm, "npm is needed to install playwright-core (console/web)"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=600)
-    if not (WEB / "dist" / "index.html").is_file():
-        assert npm, "npm is needed to build the console frontend"
-        subprocess.run([npm, "run", "build"], cwd=WEB, check=True, timeout=600)
 
 
 def _pick_samples(paths: list[Path]) -> list[Path]:
@@ -61,11 +30,9 @@ def _pick_samples(paths: list[Path]) -> list[Path]:
 
 
 def test_upload_two_images_and_review_them(stack_cfg: StackConfig, sample_paths: list[Path], tmp_path: Path) -> None:
-    chromium = _ensure_chromium()
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    _ensure_frontend()
+    chromium = ensure_chromium()
+    node_bin = node()
+    ensure_frontend()
     images = _pick_samples(sample_paths)
     assert len(images) == 2
     hostile = tmp_path / "not-a-slide.png"
@@ -75,7 +42,7 @@ def test_upload_two_images_and_review_them(stack_cfg: StackConfig, sample_paths:
 
     proc = subprocess.run(
         [
-            node,
+            node_bin,
             str(WEB / "e2e" / "upload.mjs"),
             "--url",
             url,

@@ -9,6 +9,8 @@ GET  /api/jobs/{job_id}              one job: full verdict, error in plain words
 GET  /api/jobs/{job_id}/preview.png  downscaled PNG rendered from the stored object
 POST /api/uploads                    signed PUT URLs for the inbox bucket
 PUT  /api/uploads/local/...          local stack only: forwards an upload to the emulator
+POST /api/uploads/resumable          a resumable session for a large file (api_resumable.py)
+GET  /api/jobs/{job_id}/slide.dzi, slide_files/…, heatmap…, tiles.geojson  slide jobs (api_slides.py)
 GET  /…                              the built frontend (console/web/dist)
 """
 
@@ -23,11 +25,13 @@ from fastapi.responses import JSONResponse
 from google.cloud import storage  # type: ignore[attr-defined]
 from starlette.concurrency import run_in_threadpool
 
-from console.backend import api_jobs, api_uploads
+from console.backend import api_jobs, api_resumable, api_slides, api_uploads
 from console.backend.context import ConsoleContext
 from console.backend.iap import IAP_HEADER, IapAuthError, IapVerifier
 from console.backend.preview import PreviewCache
 from console.backend.settings import ConsoleSettings
+from console.backend.slide_context import build_slide_services
+from console.backend.slide_settings import SlideViewerSettings
 from console.backend.static import mount_frontend
 from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, UploadSigner
 from healer_core import logs
@@ -88,6 +92,7 @@ def create_app(
     store: JobStore | None = None,
     blobs: BlobSource | None = None,
     signer: UploadSigner | None = None,
+    slide_settings: SlideViewerSettings | None = None,
 ) -> FastAPI:
     """The console app. Tests pass their own settings and store; production reads the environment."""
     settings = settings or ConsoleSettings()
@@ -99,6 +104,7 @@ def create_app(
     ctx = app.state.console = build_context(settings, store, blobs, signer)
     if ctx.iap is not None:
         _require_iap(app, ctx.iap)
+    app.state.slides = build_slide_services(settings, slide_settings or SlideViewerSettings())
 
     @app.middleware("http")  # added last: outermost, so refusals carry the headers too
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -115,6 +121,8 @@ def create_app(
 
     app.include_router(api_jobs.router)
     app.include_router(api_uploads.router)
+    app.include_router(api_resumable.router)
+    app.include_router(api_slides.router)
     mount_frontend(app, settings.static_dir)
     return app
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from healer_core.schema import ERROR_DESCRIPTIONS, Job, JobState
+from console.backend.slide_summary import SlideSummary, summarize_slide
+from healer_core.schema import ERROR_DESCRIPTIONS, Job, JobKind, JobState
 from healer_core.store import JobStore
 
 ANSWERS = ("yes", "no", "indeterminate")
@@ -23,6 +24,7 @@ class JobSummary(BaseModel):
     """One row of the job list."""
 
     job_id: str
+    kind: JobKind = JobKind.IMAGE
     name: str
     bucket: str
     generation: int
@@ -44,6 +46,7 @@ class JobSummary(BaseModel):
     error_code: str | None = None
     error_description: str | None = None
     error_message: str | None = None
+    slide: SlideSummary | None = None  # slide jobs only
 
 
 class JobPage(BaseModel):
@@ -71,6 +74,7 @@ def summarize(job: Job) -> JobSummary:
     error = job.error
     return JobSummary(
         job_id=job.job_id,
+        kind=job.kind,
         name=job.name,
         bucket=job.bucket,
         generation=job.generation,
@@ -92,6 +96,7 @@ def summarize(job: Job) -> JobSummary:
         error_code=error.code if error else None,
         error_description=describe_error(error.code) if error else None,
         error_message=error.message if error else None,
+        slide=summarize_slide(job),
     )
 
 

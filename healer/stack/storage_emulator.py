@@ -7,6 +7,9 @@ Storage's Pub/Sub notifications.
 - Large files go through resumable uploads at `/resumable/upload/storage/v1/…`, a path the JSON
   API accepts as an alias of `/upload/storage/v1/…` but the emulator does not route (501): the
   alias is rewritten.
+- A resumable session that has received nothing yet answers a status query with `308` and *no*
+  `Range` header, as Cloud Storage does; the emulator said `Range: bytes=0-0` (one byte stored),
+  so a client resuming after a lost first chunk skipped byte 0.
 
 - Every finalized generation publishes its OBJECT_FINALIZE notification (`storage_events.py`)
   to the bucket's notification topic on the Pub/Sub emulator (PUBSUB_EMULATOR_HOST, project
@@ -27,6 +30,7 @@ from typing import Any
 
 from gcp_storage_emulator import server
 from gcp_storage_emulator.__main__ import main as emulator_main
+from gcp_storage_emulator.handlers import objects
 from gcp_storage_emulator.storage import Storage
 
 from healer.stack.config import StackConfig
@@ -73,6 +77,20 @@ def _create_file_and_notify(
 
 
 Storage.create_file = _create_file_and_notify
+
+_resumable_incomplete = objects._resumable_incomplete
+
+
+def _resumable_incomplete_without_phantom_byte(
+    response: Any, storage: Any, upload_id: str, fallback_end: int = 0
+) -> None:
+    if storage.get_resumable_byte_count(upload_id) > 0:
+        _resumable_incomplete(response, storage, upload_id, fallback_end)
+        return
+    response.status = objects.GoogleHTTPStatus.RESUME_INCOMPLETE
+
+
+objects._resumable_incomplete = _resumable_incomplete_without_phantom_byte
 
 if __name__ == "__main__":
     if os.environ.get("PUBSUB_EMULATOR_HOST"):

@@ -1,4 +1,4 @@
-import type { Answer, JobState } from "../api";
+import type { Answer, JobDetail, JobState } from "../api";
 
 const STATE_STYLES: Record<JobState, string> = {
   queued: "bg-slate-100 text-slate-700 ring-slate-300",
@@ -55,6 +55,20 @@ export function ProbabilityBar({ value, wide = false }: { value: number | null; 
         <div className={`h-full rounded-full ${color}`} style={{ width: `${percent}%` }} />
       </div>
       <span className="w-9 text-right text-xs tabular-nums text-slate-600">{percent}%</span>
+    </div>
+  );
+}
+
+/** A failed (or retrying) job's error: plain words, the technical message, the code. */
+export function JobErrorBox({ error, state }: { error: NonNullable<JobDetail["error"]>; state: JobState }) {
+  return (
+    <div className="rounded-lg border border-rose-200 bg-rose-50 p-4 text-sm" data-testid="job-error">
+      <p className="font-semibold text-rose-800">{error.description}</p>
+      <p className="mt-1 text-rose-700">{error.message}</p>
+      <p className="mt-2 font-mono text-xs text-rose-600">
+        code: {error.code}
+        {error.retryable && state !== "failed" ? " · will be retried" : ""}
+      </p>
     </div>
   );
 }

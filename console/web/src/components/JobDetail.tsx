@@ -1,8 +1,11 @@
-import { useState } from "react";
+import { lazy, Suspense, useState } from "react";
 import { fetchJob, previewUrl, type JobDetail as Job } from "../api";
 import { formatBytes, formatMs, formatTime, splitName } from "../format";
 import { usePolling } from "../usePolling";
-import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
+import { AnswerBadge, JobErrorBox, ProbabilityBar, StateBadge } from "./Badges";
+
+// The viewer (OpenSeadragon) is loaded only when a slide is opened: the list stays light.
+const SlideDetail = lazy(() => import("./SlideDetail").then((m) => ({ default: m.SlideDetail })));
 
 const POLL_MS = 1500;
 
@@ -39,9 +42,19 @@ export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void
         <h2 className="min-w-0 truncate text-lg font-semibold text-slate-900" title={job.name}>
           {splitName(job.name).base}
         </h2>
+        {job.kind === "slide" && (
+          <span className="rounded bg-indigo-50 px-1.5 py-0.5 text-xs font-medium text-indigo-700 ring-1 ring-inset ring-indigo-200">
+            whole slide
+          </span>
+        )}
         <StateBadge state={job.state} />
       </div>
 
+      {job.kind === "slide" ? (
+        <Suspense fallback={<p className="text-sm text-slate-500">Loading the viewer…</p>}>
+          <SlideDetail job={job} />
+        </Suspense>
+      ) : (
       <div className="grid gap-5 lg:grid-cols-5">
         <section className="rounded-xl border border-slate-200 bg-white p-4 shadow-sm lg:col-span-2">
           <h3 className="mb-3 text-xs font-semibold uppercase tracking-wide text-slate-500">Preview</h3>
@@ -88,19 +101,13 @@ export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void
               </dl>
             </div>
           ) : job.error ? (
-            <div className="rounded-lg border border-rose-200 bg-rose-50 p-4 text-sm" data-testid="job-error">
-              <p className="font-semibold text-rose-800">{job.error.description}</p>
-              <p className="mt-1 text-rose-700">{job.error.message}</p>
-              <p className="mt-2 font-mono text-xs text-rose-600">
-                code: {job.error.code}
-                {job.error.retryable && job.state !== "failed" ? " · will be retried" : ""}
-              </p>
-            </div>
+            <JobErrorBox error={job.error} state={job.state} />
           ) : (
             <p className="text-sm text-slate-500">Waiting for the model… this page updates by itself.</p>
           )}
         </section>
       </div>
+      )}
 
       <div className="grid gap-5 lg:grid-cols-5">
         <section className="rounded-xl border border-slate-200 bg-white p-5 shadow-sm lg:col-span-2">

@@ -3,8 +3,21 @@ import { fetchJobs, type JobFilters, type JobPage, type JobState } from "../api"
 import { formatMs, relativeTime, splitName } from "../format";
 import { usePolling } from "../usePolling";
 import { AnswerBadge, ProbabilityBar, StateBadge } from "./Badges";
+import { SlideProgress } from "./SlideProgress";
+
+const REPORT_STATUS: Record<string, string> = {
+  done: "report ready",
+  pending: "report pending",
+  failed: "report failed",
+  off: "no report",
+};
 
 const POLL_MS = 1500;
+/** Upload to verdict, for a slide (its verdict has no per-stage timings of one inference). */
+function elapsedMs(from: string | null, to: string | null): number | null {
+  return from && to ? new Date(to).getTime() - new Date(from).getTime() : null;
+}
+
 const STATES: JobState[] = ["queued", "running", "done", "failed"];
 
 /** The live job list: polled every 1.5 s, filtered by state and answer, searched by object name. */
@@ -72,7 +85,7 @@ export function JobList({ refreshKey, onOpen }: { refreshKey: number; onOpen: (j
         <table className="min-w-full text-left text-sm" data-testid="job-table">
           <thead className="bg-slate-50 text-xs uppercase tracking-wide text-slate-500">
             <tr>
-              <th className="px-5 py-2 font-medium">Image</th>
+              <th className="px-5 py-2 font-medium">File</th>
               <th className="px-3 py-2 font-medium">State</th>
               <th className="px-3 py-2 font-medium">Answer</th>
               <th className="px-3 py-2 font-medium">p(yes)</th>
@@ -92,12 +105,20 @@ export function JobList({ refreshKey, onOpen }: { refreshKey: number; onOpen: (j
                   data-job-id={job.job_id}
                   data-name={job.name}
                   data-state={job.state}
+                  data-kind={job.kind}
                   onClick={() => onOpen(job.job_id)}
                   className="cursor-pointer align-top hover:bg-slate-50"
                 >
                   <td className="max-w-56 px-5 py-3">
-                    <div className="truncate font-medium text-slate-900" title={job.name}>
-                      {base}
+                    <div className="flex items-center gap-1.5">
+                      {job.kind === "slide" && (
+                        <span className="flex-none rounded bg-indigo-50 px-1 text-[10px] font-semibold uppercase text-indigo-700 ring-1 ring-inset ring-indigo-200">
+                          slide
+                        </span>
+                      )}
+                      <span className="truncate font-medium text-slate-900" title={job.name}>
+                        {base}
+                      </span>
                     </div>
                     <div className="truncate text-xs text-slate-400" title={folder}>
                       {folder || "—"}
@@ -105,6 +126,11 @@ export function JobList({ refreshKey, onOpen }: { refreshKey: number; onOpen: (j
                   </td>
                   <td className="px-3 py-3">
                     <StateBadge state={job.state} />
+                    {job.slide && !job.answer && job.state !== "failed" && (
+                      <div className="mt-1.5">
+                        <SlideProgress slide={job.slide} />
+                      </div>
+                    )}
                   </td>
                   <td className="px-3 py-3">
                     <AnswerBadge answer={job.answer} />
@@ -117,12 +143,18 @@ export function JobList({ refreshKey, onOpen }: { refreshKey: number; onOpen: (j
                       <span className="text-rose-700" data-testid="error-description">
                         {job.error_description ?? "Failed."}
                       </span>
+                    ) : job.slide && job.slide.tiles_positive != null ? (
+                      <span className="text-slate-600" data-testid="slide-summary">
+                        <strong className="tabular-nums">{job.slide.tiles_positive.toLocaleString()}</strong> of{" "}
+                        {job.slide.tiles_scored.toLocaleString()} tiles positive ·{" "}
+                        <span data-testid="report-status">{REPORT_STATUS[job.slide.report_status ?? ""] ?? job.slide.report_status}</span>
+                      </span>
                     ) : (
                       <span className="line-clamp-2 text-slate-600 [overflow-wrap:anywhere]">{job.explanation || "—"}</span>
                     )}
                   </td>
                   <td className="whitespace-nowrap px-3 py-3 tabular-nums text-slate-600">
-                    {formatMs(job.timings_ms?.total)}
+                    {job.kind === "slide" ? formatMs(elapsedMs(job.created_at, job.finished_at)) : formatMs(job.timings_ms?.total)}
                   </td>
                   <td className="px-3 py-3 text-xs text-slate-500">
                     {job.model_id ? (

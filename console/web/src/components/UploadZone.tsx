@@ -1,5 +1,13 @@
 import { useCallback, useRef, useState } from "react";
-import { putFile, requestUploads } from "../api";
+import {
+  fetchResumableInfo,
+  putFile,
+  requestUploads,
+  startResumable,
+  uploadResumable,
+  wantsResumable,
+  type ResumableInfo,
+} from "../api";
 import { formatBytes, splitName } from "../format";
 
 interface UploadItem {
@@ -8,31 +16,78 @@ interface UploadItem {
   objectName: string;
   progress: number;
   status: "waiting" | "uploading" | "uploaded" | "failed";
+  resumable?: boolean;
   error?: string;
 }
 
 const PARALLEL_UPLOADS = 4;
 
-/** Drag-and-drop (or browse) many images; each goes straight to the inbox bucket with its own progress bar. */
+/**
+ * Drag-and-drop (or browse) many images and slides; each goes straight to the inbox bucket with its
+ * own progress bar. Images go in one signed PUT; whole slides and anything larger than one chunk go
+ * in resumable chunks (an interrupted upload goes on from where it stopped).
+ */
 export function UploadZone({ onUploaded }: { onUploaded: () => void }) {
   const [items, setItems] = useState<UploadItem[]>([]);
   const [dragging, setDragging] = useState(false);
   const [prefix, setPrefix] = useState("");
   const [error, setError] = useState<string | null>(null);
   const input = useRef<HTMLInputElement>(null);
+  const resumableInfo = useRef<Promise<ResumableInfo> | null>(null);
 
   const update = (key: string, patch: Partial<UploadItem>) =>
     setItems((current) => current.map((item) => (item.key === key ? { ...item, ...patch } : item)));
 
   const upload = useCallback(
-    async (files: File[]) => {
-      if (files.length === 0) return;
+    async (all: File[]) => {
+      if (all.length === 0) return;
       setError(null);
+      let info: ResumableInfo;
+      try {
+        resumableInfo.current ??= fetchResumableInfo();
+        info = await resumableInfo.current;
+      } catch (exc) {
+        resumableInfo.current = null;
+        setError((exc as Error).message);
+        return;
+      }
+      const large = all.filter((f) => wantsResumable(f, info));
+      const files = all.filter((f) => !wantsResumable(f, info));
+      const sessions: UploadItem[] = large.map((file, i) => ({
+        key: `resumable#${file.name}#${Date.now()}#${i}`,
+        file,
+        objectName: file.name,
+        progress: 0,
+        status: "waiting",
+        resumable: true,
+      }));
+      setItems((current) => [...sessions, ...current]);
+      const sendLarge = async () => {
+        // One large file at a time: each already keeps the connection busy.
+        for (const item of sessions) {
+          update(item.key, { status: "uploading" });
+          try {
+            const session = await startResumable(item.file, prefix);
+            update(item.key, { objectName: session.object_name });
+            await uploadResumable(session, item.file, (progress) => update(item.key, { progress }));
+            update(item.key, { status: "uploaded", progress: 1 });
+            onUploaded();
+          } catch (exc) {
+            update(item.key, { status: "failed", error: (exc as Error).message });
+          }
+        }
+      };
+      const largeDone = sendLarge();
+      if (files.length === 0) {
+        await largeDone;
+        return;
+      }
       let tickets;
       try {
         tickets = await requestUploads(files, prefix);
       } catch (exc) {
         setError((exc as Error).message);
+        await largeDone;
         return;
       }
       const batch: UploadItem[] = tickets.map((ticket, i) => ({
@@ -58,7 +113,7 @@ export function UploadZone({ onUploaded }: { onUploaded: () => void }) {
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(PARALLEL_UPLOADS, queue.length) }, worker));
+      await Promise.all([largeDone, ...Array.from({ length: Math.min(PARALLEL_UPLOADS, queue.length) }, worker)]);
     },
     [prefix, onUploaded],
   );
@@ -106,13 +161,15 @@ export function UploadZone({ onUploaded }: { onUploaded: () => void }) {
           <p className="text-sm text-slate-700">
             <span className="font-semibold text-teal-700">Choose images</span> or drag them here
           </p>
-          <p className="mt-1 text-xs text-slate-500">PNG, JPEG, TIFF or WebP tiles · many at once</p>
+          <p className="mt-1 text-xs text-slate-500">
+            PNG, JPEG, TIFF or WebP tiles · whole slides (SVS, NDPI, tiled TIFF, SCN, BIF) · many at once
+          </p>
           <input
             ref={input}
             data-testid="file-input"
             type="file"
             multiple
-            accept="image/png,image/jpeg,image/tiff,image/webp,.tif,.tiff"
+            accept="image/png,image/jpeg,image/tiff,image/webp,.tif,.tiff,.svs,.ndpi,.scn,.bif,.svslide"
             className="hidden"
             onChange={(e) => {
               void upload(Array.from(e.target.files ?? []));
@@ -124,10 +181,11 @@ export function UploadZone({ onUploaded }: { onUploaded: () => void }) {
         {items.length > 0 && (
           <ul className="mt-4 divide-y divide-slate-100" data-testid="upload-list">
             {items.slice(0, 12).map((item) => (
-              <li key={item.key} className="flex items-center gap-3 py-2 text-sm" data-testid="upload-item">
+              <li key={item.key} className="flex items-center gap-3 py-2 text-sm" data-testid="upload-item" data-progress={item.progress.toFixed(3)}>
                 <span className="min-w-0 flex-1 truncate" title={item.objectName}>
                   {splitName(item.objectName).base}
                   <span className="ml-2 text-xs text-slate-400">{formatBytes(item.file.size)}</span>
+                  {item.resumable && <span className="ml-2 text-xs text-slate-400">· resumable</span>}
                 </span>
                 <div className="h-1.5 w-40 overflow-hidden rounded-full bg-slate-200">
                   <div
