@@ -187,7 +187,6 @@ def test_warmup_batch_sizes() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DTYPE": "float16"}, "float16 is refused"),
         ({"QUANTIZATION": "8bit", "DEVICE": "cpu"}, "needs a CUDA GPU"),
         ({"DEVICE": "cuda"}, "no CUDA device"),
     ],
@@ -199,6 +198,20 @@ def test_impossible_configurations_are_refused_clearly(tiny_model_dir: Path, env
         pytest.skip("a CUDA device is present")
     with pytest.raises(EngineConfigError, match=message):
         load_engine(Settings.model_validate({"MODEL_DIR": str(tiny_model_dir), **env}))
+
+
+def test_float16_is_refused_by_the_settings_and_by_the_engine_itself() -> None:
+    # The service's settings refuse it at start-up (test_settings.py); the engine, which the GPU
+    # bench builds without settings, refuses it too.
+    from pydantic import ValidationError
+
+    from inference_service.engine.medgemma import resolve_dtype
+
+    with pytest.raises(ValidationError, match="DTYPE=float16 is refused"):
+        Settings.model_validate({"DTYPE": "float16"})
+    for name in ("float16", "fp16", "half"):
+        with pytest.raises(EngineConfigError, match="float16 is refused"):
+            resolve_dtype(name, "cpu")
 
 
 def test_missing_model_dir_says_what_to_do(tmp_path: Path) -> None:
