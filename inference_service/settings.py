@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     vision_compile: Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"] = Field(
         default="off", validation_alias="VISION_COMPILE"
     )
+    # Which of warm-up's batch sizes to compile (a JSON list, e.g. [32]); empty: all of them.
+    # Each compiles at start-up, before /readyz turns 200.
+    vision_compile_batch_sizes: list[int] = Field(default_factory=list, validation_alias="VISION_COMPILE_BATCH_SIZES")
     pinned_staging: bool = Field(default=False, validation_alias="PINNED_STAGING")
     explain_stop: Literal["tokens", "sentence"] = Field(default="tokens", validation_alias="EXPLAIN_STOP")
     explain_cache: Literal["dynamic", "static"] = Field(default="dynamic", validation_alias="EXPLAIN_CACHE")

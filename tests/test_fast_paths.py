@@ -157,6 +157,20 @@ def test_settings_choose_the_levers_and_the_compiled_sizes(tiny_model_dir: Path)
     assert fast.pinned_staging
 
 
+def test_only_sizes_warm_up_runs_are_compiled(tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(
+        model_dir=str(tiny_model_dir),
+        max_batch_size=32,
+        vision_compile="default",
+        vision_compile_batch_sizes=[32, 8, 12],
+    )
+    with caplog.at_level(logging.WARNING, logger="inference_service.engine.loader"):
+        fast = fast_paths_from(settings)
+    assert fast.vision.compile_batch_sizes == (8, 32)  # 12 is no size warm-up runs: it would compile in a request
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "fast_path_sizes"]
+    assert record.ignored == [12]  # type: ignore[attr-defined]
+
+
 def test_settings_refuse_an_unknown_lever_value(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
@@ -357,6 +371,14 @@ def test_the_decode_canary_says_why_a_child_did_not_finish(code: str, expected: 
     reason = decode_compile_canary("reduce-overhead", timeout_s=1.0 if "sleep" in code else 60.0,
                                    command=[sys.executable, "-c", code])  # fmt: skip
     assert reason.endswith(expected) if expected else reason == ""
+
+
+@pytest.mark.slow
+def test_the_canary_child_runs_the_combination_on_this_stack() -> None:
+    # The child's own code, not a stand-in: a tiny Gemma 3 generating twice with a static cache and
+    # a compiled decode step (the CPU rehearses with Inductor's C++ backend; the GPU runs the canary
+    # in reduce-overhead mode, in `test_cuda_levers_give_the_eager_p_yes_on_the_gpu`).
+    assert decode_compile_canary("default", "cpu") == ""
 
 
 def test_loading_with_levers_logs_what_each_does(tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

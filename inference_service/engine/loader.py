@@ -77,16 +77,25 @@ def load_engine(settings: Settings) -> Engine:
 
 
 def fast_paths_from(settings: Settings) -> FastPaths:
-    """The speed levers the settings ask for; vision compile at the sizes warm-up runs."""
+    """The speed levers the settings ask for; the vision tower compiled at sizes warm-up runs."""
     from inference_service.engine.fast_paths import DecodeOptions, FastPaths, VisionOptions
 
+    # Only sizes warm-up runs, so that each compiles before /readyz turns 200; others run eager.
+    warmed = warmup_batch_sizes(settings.max_batch_size)
+    asked = settings.vision_compile_batch_sizes or warmed
+    sizes = tuple(size for size in warmed if size in asked)
+    ignored = sorted(set(asked) - set(sizes))
+    if ignored and settings.vision_compile != "off":
+        log.warning(
+            "VISION_COMPILE_BATCH_SIZES: sizes warm-up does not run are not compiled",
+            extra={"event": "fast_path_sizes", "ignored": ignored, "warmup_sizes": warmed},
+        )
     return FastPaths(
         vision=VisionOptions(
             sdpa_backend=settings.vision_sdpa_backend,
             patch_embed=settings.vision_patch_embed,
             compile=settings.vision_compile,
-            # The sizes warm-up runs (and so compiles) before /readyz turns 200; others run eager.
-            compile_batch_sizes=tuple(warmup_batch_sizes(settings.max_batch_size)),
+            compile_batch_sizes=sizes,
         ),
         decode=DecodeOptions(
             stop=settings.explain_stop, cache=settings.explain_cache, compile=settings.explain_compile
