@@ -135,7 +135,9 @@ class LeverBench:
             if fast is None:
                 print("  lever combined: skipped, no lever helped", flush=True)
                 continue
-            self.results.append(self.measure(spec, fast))
+            result = self.measure(spec, fast)
+            self.results.append(result)
+            print(summary_line(result, self.args.lever_explain_batch), flush=True)
         return self.results
 
     def measure(self, spec: str, fast: FastPaths) -> LeverResult:
@@ -311,7 +313,7 @@ def _share(part: float, whole: float) -> str:
 
 
 def print_table(results: list[LeverResult], args: argparse.Namespace) -> None:
-    """The levers side by side, and one machine-readable line per lever."""
+    """The levers side by side."""
     b1, b2 = [*args.lever_batch_sizes, None][:2]
     eb = args.lever_explain_batch
     print()
@@ -328,15 +330,19 @@ def print_table(results: list[LeverResult], args: argparse.Namespace) -> None:
             f"# stop=sentence is not measurable on random weights (their text never ends a sentence): a "
             f"sentence of n tokens saves ({bench.EXPLAIN_NEW_TOKENS} - n) steps of the ms/step above"
         )
-    for r in results:
-        fields = [f"lever={r.spec}"] + [f"b{b}={v:.2f}" for b, v in r.verdict.items()]
-        if r.explain is not None:
-            fields.append(f"explain_b{eb}={r.explain:.2f}")
-        if r.service is not None:
-            fields.append(f"service_ratio={r.service[0] / r.service[1]:.3f}")
-        if r.delta is not None:
-            fields.append(f"max_dp={r.delta:.2e}")
-        print(" ".join(fields))
+
+
+def summary_line(r: LeverResult, explain_batch: int) -> str:
+    """One lever's numbers on one machine-readable line (printed as soon as the lever is measured,
+    so a run stopped by its time limit keeps every lever it finished)."""
+    fields = [f"lever={r.spec}"] + [f"b{b}={v:.2f}" for b, v in r.verdict.items()]
+    if r.explain is not None:
+        fields.append(f"explain_b{explain_batch}={r.explain:.2f}")
+    if r.service is not None:
+        fields.append(f"service_ratio={r.service[0] / r.service[1]:.3f}")
+    if r.delta is not None:
+        fields.append(f"max_dp={r.delta:.2e}")
+    return " ".join(fields)
 
 
 def check_specs(specs: list[str]) -> None:

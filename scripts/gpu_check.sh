@@ -40,13 +40,13 @@ if [[ "${1:-}" == "levers" ]]; then
   shift
   # Phase 1, the verdict path: every vision lever, pinned staging, then the helpful ones combined.
   # Its own budget skips the levers left (the table still prints) before the timeout cuts it.
-  PYTHONUNBUFFERED=1 timeout "${LEVERS_VERDICT_TIMEOUT:-330}" "$py" scripts/bench_gpu.py --levers \
-    --iters 3 --lever-budget-s "${LEVERS_VERDICT_BUDGET:-250}" "$@" 2>&1 | tee "$out/levers-verdict.txt" || true
+  PYTHONUNBUFFERED=1 timeout "${LEVERS_VERDICT_TIMEOUT:-320}" "$py" scripts/bench_gpu.py --levers \
+    --iters 3 --lever-budget-s "${LEVERS_VERDICT_BUDGET:-220}" "$@" 2>&1 | tee "$out/levers-verdict.txt" || true
   # Phase 2, explanations at batch 64, in a process of its own: static cache + reduce-overhead
   # segfaulted on the reference stack, and it goes last (after its canary) so it takes nothing with it.
-  PYTHONUNBUFFERED=1 timeout "${LEVERS_EXPLAIN_TIMEOUT:-220}" "$py" scripts/bench_gpu.py --levers eager \
+  PYTHONUNBUFFERED=1 timeout "${LEVERS_EXPLAIN_TIMEOUT:-235}" "$py" scripts/bench_gpu.py --levers eager \
     cache=static cache=static,decode-compile=default cache=static,decode-compile=reduce-overhead \
-    --lever-batch-sizes 64 --iters 3 --lever-budget-s "${LEVERS_EXPLAIN_BUDGET:-160}" "$@" 2>&1 \
+    --lever-batch-sizes 64 --iters 3 --lever-budget-s "${LEVERS_EXPLAIN_BUDGET:-150}" "$@" 2>&1 \
     | tee "$out/levers-explain.txt" || true
   exit 0
 fi
