@@ -29,6 +29,7 @@ from typing import Any
 
 import bench_gpu as bench
 import torch
+import torch._dynamo  # reset between compile levers
 
 from inference_service.engine.canary import decode_compile_canary
 from inference_service.engine.decode import generate_kwargs
