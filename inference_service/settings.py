@@ -36,6 +36,28 @@ class Settings(BaseSettings):
     quantization: Literal["none", "8bit", "4bit"] = Field(default="none", validation_alias="QUANTIZATION")
     attn_implementation: str = Field(default="sdpa", validation_alias="ATTN_IMPLEMENTATION")
 
+    # Speed levers (inference_service/engine/fast_paths.py), each off by default: the measured
+    # eager path. One that cannot apply or fails on a stack falls back to it with a logged reason.
+    vision_sdpa_backend: Literal["auto", "cudnn", "flash", "efficient", "math"] = Field(
+        default="auto", validation_alias="VISION_SDPA_BACKEND"
+    )
+    vision_patch_embed: Literal["conv", "channels-last", "linear"] = Field(
+        default="conv", validation_alias="VISION_PATCH_EMBED"
+    )
+    vision_compile: Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"] = Field(
+        default="off", validation_alias="VISION_COMPILE"
+    )
+    # Which of warm-up's batch sizes to compile (a JSON list, e.g. [32]); empty: all of them.
+    # Each compiles at start-up, before /readyz turns 200.
+    vision_compile_batch_sizes: list[int] = Field(default_factory=list, validation_alias="VISION_COMPILE_BATCH_SIZES")
+    pinned_staging: bool = Field(default=False, validation_alias="PINNED_STAGING")
+    explain_stop: Literal["tokens", "sentence"] = Field(default="tokens", validation_alias="EXPLAIN_STOP")
+    explain_cache: Literal["dynamic", "static"] = Field(default="dynamic", validation_alias="EXPLAIN_CACHE")
+    # reduce-overhead + the static cache segfaulted on the reference stack: tried in a child first.
+    explain_compile: Literal["off", "default", "reduce-overhead"] = Field(
+        default="off", validation_alias="EXPLAIN_COMPILE"
+    )
+
     # Verdict
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, validation_alias="THRESHOLD")
     indeterminate_band: float = Field(default=0.1, ge=0.0, le=0.5, validation_alias="INDETERMINATE_BAND")

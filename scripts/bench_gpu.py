@@ -39,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # bench_levers, also when this file is loaded by path
 
 import torch  # noqa: E402
 
@@ -295,7 +296,7 @@ def stage_times(model: Any, s: Shapes, batch: int, device: str, dtype: torch.dty
         print(f"  stage: CPU preprocessing not measured ({type(exc).__name__}: {exc})")
 
 
-def bench_engine(model: Any, s: Shapes, device: str, dtype: torch.dtype) -> Any:
+def bench_engine(model: Any, s: Shapes, device: str, dtype: torch.dtype, fast: Any = None) -> Any:
     """The service's TransformersEngine over `model`, with a Gemma 3 processor at these shapes.
 
     The processor's tokenizer is the tiny checkpoint's (MedGemma's cannot be downloaded here), so
@@ -309,38 +310,29 @@ def bench_engine(model: Any, s: Shapes, device: str, dtype: torch.dtype) -> Any:
     processor = build_processor(image_size=s.image_size, image_seq_length=s.image_tokens)
     model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
     info = ModelInfo("bench/random-medgemma-shapes", "", "none", PROMPT_VERSION, device, str(dtype).split(".")[-1])
-    return TransformersEngine(model, processor, info)
+    return TransformersEngine(model, processor, info, fast=fast)
 
 
-def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) -> list[Row]:
-    """Healer's engine on PIL images, preprocessing included: inline (inside the batch, serial)
-    vs prepared in threads while the previous batch runs (the service's path), at one batch size."""
-    import asyncio
-
+def service_images(s: Shapes, count: int) -> list[Any]:
+    """`count` random RGB PIL images of 1024 px (twice the image size for tiny shapes)."""
     import numpy as np
     from PIL import Image
 
-    from inference_service.batcher import MicroBatcher
-    from inference_service.engine.base import default_prepare_workers
-
-    batch = args.service_batch
     rng = np.random.default_rng(1)
     side = 1024 if s.image_size > 100 else 2 * s.image_size
-    images = [Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)) for _ in range(batch)]
-    tokens = int(engine._text_row["input_ids"].shape[1]) if engine._text_row else -1
-    kind = type(engine._processor.image_processor).__name__
-    print(f"  service: prompt {tokens} tokens (the engine's prompt), {side} px images, {kind}", flush=True)
-    rows = [
-        measure("service b=1, prep inline", 1, lambda: engine.predict(images[:1], False), device, args.iters),
-        measure(f"service b={batch}, prep inline", batch, lambda: engine.predict(images, False), device,
-                max(2, args.iters // 2)),
-    ]  # fmt: skip
+    return [Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)) for _ in range(count)]
 
-    async def stream(count: int, workers: int, items: list[Any]) -> tuple[float, list[float]]:
-        # What Inference.run does per request (prepare in the preprocessing pool, then queue), with
-        # all `count` requests arriving at once; MicroBatcher gathers up to `batch` per forward pass.
-        # workers == 0: the images come already prepared (the batcher and engine alone, no CPU
-        # preprocessing running beside them), the ceiling for the pooled rows.
+
+def run_stream(engine: Any, items: list[Any], batch: int, count: int, workers: int) -> tuple[float, list[float]]:
+    """What `Inference.run` does per request (prepare in a pool of `workers` threads, then queue on
+    the `MicroBatcher`), with all `count` requests arriving at once, up to `batch` per forward pass.
+    workers == 0: `items` come already prepared (the batcher and engine alone, no CPU preprocessing
+    running beside them), the ceiling for the pooled rows. Returns (images/s, per-image latencies)."""
+    import asyncio
+
+    from inference_service.batcher import MicroBatcher
+
+    async def stream() -> tuple[float, list[float]]:
         pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="prepare")
         batcher = MicroBatcher(engine, max_batch_size=batch, window_ms=20, max_queue=count)
         await batcher.start()
@@ -353,23 +345,43 @@ def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) 
             return time.perf_counter() - start
 
         start = time.perf_counter()
-        latencies = await asyncio.gather(*(one(items[i % batch]) for i in range(count)))
+        latencies = await asyncio.gather(*(one(items[i % len(items)]) for i in range(count)))
         elapsed = time.perf_counter() - start
         await batcher.stop()
         pool.shutdown()
         return count / elapsed, list(latencies)
 
+    return asyncio.run(stream())
+
+
+def service_rows(engine: Any, s: Shapes, args: argparse.Namespace, device: str) -> list[Row]:
+    """Healer's engine on PIL images, preprocessing included: inline (inside the batch, serial)
+    vs prepared in threads while the previous batch runs (the service's path), at one batch size."""
+    from inference_service.engine.base import default_prepare_workers
+
+    batch = args.service_batch
+    images = service_images(s, batch)
+    side = images[0].width
+    tokens = int(engine._text_row["input_ids"].shape[1]) if engine._text_row else -1
+    kind = type(engine._processor.image_processor).__name__
+    print(f"  service: prompt {tokens} tokens (the engine's prompt), {side} px images, {kind}", flush=True)
+    rows = [
+        measure("service b=1, prep inline", 1, lambda: engine.predict(images[:1], False), device, args.iters),
+        measure(f"service b={batch}, prep inline", batch, lambda: engine.predict(images, False), device,
+                max(2, args.iters // 2)),
+    ]  # fmt: skip
+
     count = batch * args.service_rounds
-    asyncio.run(stream(batch, default_prepare_workers(), images))  # warm the threads and shapes
+    run_stream(engine, images, batch, batch, default_prepare_workers())  # warm the threads and shapes
     for workers in args.prepare_workers or [default_prepare_workers()]:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         if workers == 0:
             prepared = [engine.prepare(im) for im in images]
-            rate, latencies = asyncio.run(stream(count, workers, prepared))
+            rate, latencies = run_stream(engine, prepared, batch, count, workers)
             label = f"service {count} imgs, pre-prepared"
         else:
-            rate, latencies = asyncio.run(stream(count, workers, images))
+            rate, latencies = run_stream(engine, images, batch, count, workers)
             label = f"service {count} imgs, {workers} prep thr"
         _sync(device)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
@@ -495,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cpu: MedGemma shapes on the CPU (slow; the CPU path's numbers)")  # fmt: skip
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="with --device cpu")
+    parser.add_argument("--levers", nargs="*", default=None, metavar="SPEC",
+                        help="measure the engine's speed levers one by one instead (bench_levers.py; no SPEC: "
+                             "the verdict phase's list)")  # fmt: skip
+    parser.add_argument("--lever-batch-sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--lever-explain-batch", type=int, default=64)
+    parser.add_argument("--lever-budget-s", type=float, default=0.0,
+                        help="skip the levers left once this many seconds have passed (0: none)")  # fmt: skip
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile levers")
     args = parser.parse_args(argv)
 
     if args.dry_run:
@@ -502,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_sizes, args.explain_batch_sizes, args.iters, args.seed_iters = [1, 2], [1, 2], 1, 1
         args.service_batch, args.service_rounds = 2, 2
         args.report_patches, args.report_new_tokens, args.report_chunk, args.report_iters = [3, 5], 4, 2, 1
+        # Inductor compiles for minutes on a CPU: the rehearsal traces with Dynamo and runs eager kernels.
+        args.lever_batch_sizes, args.lever_explain_batch, args.compile_backend = [2, 4], 4, "aot_eager"
     elif args.device == "cpu":
         shapes, device, dtype = MEDGEMMA_4B, "cpu", getattr(torch, args.dtype)
         threads = torch.get_num_threads()
@@ -512,6 +534,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shapes, device, dtype = MEDGEMMA_4B, "cuda", torch.bfloat16
         print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores", flush=True)
+    if args.levers:
+        import bench_levers
+
+        try:
+            bench_levers.check_specs(args.levers)
+        except ValueError as exc:
+            print(f"--levers: {exc}")
+            return 2
     import transformers
 
     dtype_name = str(dtype).split(".")[-1]
@@ -522,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(build_config(shapes), device, dtype)
     params = sum(p.numel() for p in model.parameters())
     print(f"# model built in {time.perf_counter() - start:.1f}s: {params / 1e9:.2f} B parameters", flush=True)
+    if args.levers is not None:
+        import bench_levers
+
+        return bench_levers.run_levers(model, shapes, args, device, dtype)
 
     # Most important first (rows print as they finish, so a run cut short still says the most).
     rows: list[Row] = []

@@ -62,16 +62,17 @@ def test_report_inputs_have_medgemma_shapes() -> None:
     assert pixels.shape == (125, 3, 896, 896) and pixels.dtype == bench.torch.bfloat16
 
 
-def test_bench_gpu_needs_nothing_a_bare_gpu_image_lacks() -> None:
+@pytest.mark.parametrize("argv", [["--dry-run"], ["--dry-run", "--levers", "eager", "staging=on", "cache=static"]])
+def test_bench_gpu_needs_nothing_a_bare_gpu_image_lacks(argv: list[str]) -> None:
     # GPU machines are often bare images (torch, transformers, Pillow): the script must not pull in
     # pydantic, FastAPI or the Google clients through the service's modules.
     probe = (
-        "import runpy, sys; sys.argv = ['bench_gpu.py', '--dry-run']\n"
+        "import runpy, sys; sys.argv = ['bench_gpu.py', *{!r}]\n"
         "try:\n    runpy.run_path({!r}, run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "needs = ('pydantic', 'fastapi', 'google.cloud.firestore', 'google.cloud.storage', 'google.cloud.pubsub')\n"
         "print(sorted(m for m in needs if m in sys.modules))"
-    ).format(str(SCRIPTS / "bench_gpu.py"))
+    ).format(argv, str(SCRIPTS / "bench_gpu.py"))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -86,6 +87,91 @@ def test_gpu_check_script_records_the_stack_and_the_run(tmp_path: Path) -> None:
     assert "torch" in stack and "transformers" in stack and "bitsandbytes" in stack
     bench = (tmp_path / "bench-gpu.txt").read_text()
     assert "healer verdict+explain(32)" in bench and "report 5 patches" in bench
+
+
+def _lever_lines(out: str) -> dict[str, str]:
+    """The machine-readable line of each lever: spec → the rest of its line."""
+    rows: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("lever="):
+            head, _, rest = line.partition(" ")
+            rows[head.removeprefix("lever=")] = rest
+    return rows
+
+
+def test_bench_gpu_levers_measures_each_lever_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    specs = ["sdpa=flash", "sdpa=cudnn", "patch=linear", "compile=default", "staging=on", "cache=static",
+             "cache=static,decode-compile=reduce-overhead"]  # fmt: skip
+    assert bench.main(["--dry-run", "--levers", *specs]) == 0
+    out = capsys.readouterr().out
+    rows = _lever_lines(out)
+    assert list(rows) == ["eager", *specs]  # eager first: the reference of every other row
+    # Each lever measures what it can change, next to the eager path's numbers.
+    assert {"b2=", "b4=", "explain_b4=", "service_ratio=", "max_dp="} <= {
+        f.split("=")[0] + "=" for f in rows["eager"].split()
+    }
+    for spec in ("sdpa=flash", "sdpa=cudnn", "patch=linear", "compile=default"):
+        assert "b2=" in rows[spec] and "b4=" in rows[spec] and "max_dp=0.00e+00" in rows[spec]
+        assert "explain_b4" not in rows[spec] and "service_ratio" not in rows[spec]
+    assert "service_ratio=" in rows["staging=on"] and "b2=" not in rows["staging=on"]
+    for spec in ("cache=static", "cache=static,decode-compile=reduce-overhead"):
+        assert "explain_b4=" in rows[spec] and "b2=" not in rows[spec]
+    # The table says what each lever did on this stack: on, or why it fell back (no CUDA here).
+    table = out[out.index("\nlever ") :]
+    assert "vision_sdpa_backend on: flash" in table and "vision_compile on: default at batch sizes 2,4" in table
+    assert "vision_sdpa_backend off: cudnn attention needs CUDA" in table
+    assert "pinned_staging off: pinned staging needs CUDA" in table
+    assert (
+        "explain_cache on: static" in table and "explain_compile off: the decode step is compiled on CUDA only" in table
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [("sdpa=flash3", "vision_sdpa_backend='flash3'"), ("stop=sentence", "random weights never end a sentence"),
+     ("speed=max", "unknown lever 'speed'")],
+)  # fmt: skip
+def test_bench_gpu_levers_refuse_what_they_cannot_measure(
+    spec: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("transformers")
+    bench = _load("bench_gpu")
+    assert bench.main(["--dry-run", "--levers", "eager", spec]) == 2
+    out = capsys.readouterr().out
+    assert why in out and "model built" not in out  # refused before minutes of building
+
+
+def test_gpu_check_levers_runs_both_phases_in_their_own_processes(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh"), "levers", "--dry-run"], env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "C compiler" in (tmp_path / "stack.txt").read_text()
+    verdict = _lever_lines((tmp_path / "levers-verdict.txt").read_text())
+    assert list(verdict)[:9] == [
+        "eager",
+        "sdpa=cudnn",
+        "sdpa=flash",
+        "compile=default",
+        "staging=on",
+        "patch=linear",
+        "patch=channels-last",
+        "sdpa=efficient",
+        "compile=reduce-overhead",
+    ]  # fmt: skip  ("combined" follows when a lever helped: timing on this CPU decides)
+    explain = _lever_lines((tmp_path / "levers-explain.txt").read_text())
+    assert list(explain) == [
+        "eager",
+        "cache=static",
+        "cache=static,decode-compile=default",
+        "cache=static,decode-compile=reduce-overhead",
+    ]
+    assert all("explain_b4=" in fields for fields in explain.values())
 
 
 def test_bench_gpu_shapes_match_medgemma_4b() -> None:

@@ -10,11 +10,16 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
 from inference_service.engine.base import Engine, EngineResult
 from inference_service.settings import Settings
+
+if TYPE_CHECKING:
+    from inference_service.engine.fast_paths import FastPaths
+    from inference_service.engine.medgemma import TransformersEngine
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ def load_engine(settings: Settings) -> Engine:
         model_id=settings.model_id,
         model_revision=settings.model_revision,
     )
+    fast = fast_paths_from(settings)
     start = time.perf_counter()
     engine = TransformersEngine.load(
         options,
@@ -49,7 +55,10 @@ def load_engine(settings: Settings) -> Engine:
         # service already runs at, so the tower's activations never exceed a tile batch's.
         vision_chunk=settings.max_batch_size,
         report_max_new_tokens=settings.slide_report_max_new_tokens,
+        fast=fast,
     )
+    if fast.any:
+        check_fast_paths(engine, min(2, settings.max_batch_size), warmed=settings.warmup)
     info = engine.info
     log.info(
         "model loaded",
@@ -65,6 +74,51 @@ def load_engine(settings: Settings) -> Engine:
         },
     )
     return engine
+
+
+def fast_paths_from(settings: Settings) -> FastPaths:
+    """The speed levers the settings ask for; the vision tower compiled at sizes warm-up runs."""
+    from inference_service.engine.fast_paths import DecodeOptions, FastPaths, VisionOptions
+
+    # Only sizes warm-up runs, so that each compiles before /readyz turns 200; others run eager.
+    warmed = warmup_batch_sizes(settings.max_batch_size)
+    asked = settings.vision_compile_batch_sizes or warmed
+    sizes = tuple(size for size in warmed if size in asked)
+    ignored = sorted(set(asked) - set(sizes))
+    if ignored and settings.vision_compile != "off":
+        log.warning(
+            "VISION_COMPILE_BATCH_SIZES: sizes warm-up does not run are not compiled",
+            extra={"event": "fast_path_sizes", "ignored": ignored, "warmup_sizes": warmed},
+        )
+    return FastPaths(
+        vision=VisionOptions(
+            sdpa_backend=settings.vision_sdpa_backend,
+            patch_embed=settings.vision_patch_embed,
+            compile=settings.vision_compile,
+            compile_batch_sizes=sizes,
+        ),
+        decode=DecodeOptions(
+            stop=settings.explain_stop, cache=settings.explain_cache, compile=settings.explain_compile
+        ),
+        pinned_staging=settings.pinned_staging,
+    )
+
+
+def check_fast_paths(engine: TransformersEngine, batch: int, warmed: bool) -> None:
+    """Compare the levers' p_yes with the eager path's on `batch` built-in tiles (levers that
+    disagree are switched off) and log what each lever is doing."""
+    worst = engine.check_fast_paths([synthetic_tile(seed=i + 1) for i in range(batch)])
+    status = engine.fast_paths
+    log.info(
+        "fast paths",
+        extra={
+            "event": "fast_paths",
+            "levers": status,
+            "max_p_yes_difference": None if worst is None else round(worst, 6),
+        },
+    )
+    if not warmed and any(name == "vision_compile" and state.startswith("on") for name, state in status.items()):
+        log.warning("VISION_COMPILE without WARMUP: each batch size compiles on its first request")
 
 
 def synthetic_tile(size: int = 256, seed: int = 0) -> Image.Image:

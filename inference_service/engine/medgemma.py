@@ -16,18 +16,23 @@ the GPU; `predict` then only stacks pixels and runs the model. Every row has the
 with one crop per image (MedGemma's processor: no pan-and-scan), the same tokens, so the tokenized
 prompt is computed once at load and repeated per batch.
 
+Speed levers (`fast_paths.py`: the vision tower's attention kernel, patch embedding and compile,
+pinned staging in `prepare`, the explanation's stop, cache and compiled decode) are off unless
+asked for; each falls back to the path above with a logged reason.
+
 torch and transformers are imported here, so only the loader (inside the app's lifespan) may
 import this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +41,17 @@ from PIL import Image as PILImage
 from PIL.Image import Image
 
 from inference_service.engine.base import DeviceProbeError, EngineResult, ModelInfo
+from inference_service.engine.canary import decode_compile_canary
+from inference_service.engine.decode import SentenceStop, generate_kwargs
+from inference_service.engine.fast_paths import (
+    P_YES_TOLERANCE,
+    DecodeOptions,
+    FastPaths,
+    LeverLog,
+    describe,
+    record_decode,
+    select,
+)
 from inference_service.engine.manifest import read_manifest
 from inference_service.engine.prompt import (
     NO_WORDS,
@@ -50,6 +66,8 @@ from inference_service.engine.prompt import (
     parse_generated,
 )
 from inference_service.engine.slide_report import SlideReport
+from inference_service.engine.staging import PinnedStager
+from inference_service.engine.vision_levers import VisionLevers, vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +186,7 @@ class TransformersEngine:
         max_new_tokens: int = 48,
         vision_chunk: int = 8,
         report_max_new_tokens: int = 256,
+        fast: FastPaths | None = None,
     ) -> None:
         self._model = model
         self._processor = processor
@@ -203,6 +222,12 @@ class TransformersEngine:
             row = processor(text=[self._prompt], images=[[PILImage.new("RGB", (8, 8))]], return_tensors="pt")
             self._text_row = {k: v for k, v in row.items() if k not in ("pixel_values", "num_crops")}
         self._probe = DeviceProbe(self._device)
+        self._text_on_device: dict[int, dict[str, torch.Tensor]] = {}
+        self._levers = LeverLog()
+        self._vision: VisionLevers | None = None
+        self._stager: PinnedStager | None = None
+        self._decode = DecodeOptions()
+        self._apply_fast_paths(fast or FastPaths())
 
     @classmethod
     def load(
@@ -214,6 +239,7 @@ class TransformersEngine:
         max_new_tokens: int = 48,
         vision_chunk: int = 8,
         report_max_new_tokens: int = 256,
+        fast: FastPaths | None = None,
     ) -> TransformersEngine:
         """Load processor and model from a local directory only (works with HF_HUB_OFFLINE=1)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -258,12 +284,90 @@ class TransformersEngine:
             max_new_tokens=max_new_tokens,
             vision_chunk=vision_chunk,
             report_max_new_tokens=report_max_new_tokens,
+            fast=fast,
         )
 
     @property
     def info(self) -> ModelInfo:
         """Provenance stored with every verdict."""
         return self._info
+
+    @property
+    def fast_paths(self) -> dict[str, str]:
+        """Each speed lever asked for → "on: ..." or "off: <why it fell back>" (`fast_paths.py`)."""
+        return self._levers.status()
+
+    def _apply_fast_paths(self, fast: FastPaths) -> None:
+        """Switch on the levers that apply here; each one that cannot is logged as off."""
+        if not fast.any:
+            return
+        levers = self._levers
+        try:
+            attention = str(getattr(vision_tower(self._model).config, "_attn_implementation", "sdpa"))
+        except ValueError:
+            attention = "none"
+        chosen = select(fast, self._device.type, attention, levers)
+        if chosen.vision.any:
+            try:
+                self._vision = VisionLevers(self._model, chosen.vision, levers).install()
+            except Exception as exc:  # e.g. a model without a SigLIP tower
+                for lever in ("vision_sdpa_backend", "vision_patch_embed", "vision_compile"):
+                    levers.fell_back(lever, describe(exc))
+        if chosen.pinned_staging:
+            try:
+                self._stager = PinnedStager(self._device, self._dtype, levers)
+            except Exception as exc:
+                levers.fell_back("pinned_staging", describe(exc))
+        decode = chosen.decode
+        if decode.compile != "off":
+            # Tried in a child process first: on the reference stack it died of SIGSEGV.
+            reason = decode_compile_canary(decode.compile, self._device.type)
+            if reason:
+                levers.fell_back("explain_compile", reason)
+                decode = replace(decode, compile="off")
+        record_decode(decode, levers)
+        self._decode = decode
+
+    def check_fast_paths(self, images: Sequence[Image], tolerance: float = P_YES_TOLERANCE) -> float | None:
+        """p_yes through the levers vs the eager path, on the same `images` and weights; levers
+        whose p_yes differs by more than `tolerance` are switched off (logged). Returns the largest
+        difference seen, or None when no lever is on. The loader runs it before warm-up."""
+        vision, decode = self._vision, self._decode
+        if vision is None and not decode.any:
+            return None
+        items = [self.prepare(im) for im in images]
+        with self._lock, torch.inference_mode():
+            inputs = self._encode(items)
+            with vision.bypassed() if vision is not None else contextlib.nullcontext():
+                reference = p_yes_from_logits(verdict_logits(self._model, inputs), self._yes_ids, self._no_ids)
+            worst = 0.0
+            if vision is not None:
+                fast = p_yes_from_logits(self._forward(inputs), self._yes_ids, self._no_ids)
+                delta = _largest_difference(reference, fast)
+                worst = _worse(worst, delta)
+                if not delta <= tolerance:
+                    self._drop_vision(f"p_yes differs from the eager path by {delta:.3g} (> {tolerance:g})")
+            if decode.any:
+                logits, _ = self._generate(inputs)
+                delta = _largest_difference(reference, p_yes_from_logits(logits, self._yes_ids, self._no_ids))
+                worst = _worse(worst, delta)
+                if not delta <= tolerance:
+                    self._drop_decode(f"p_yes differs from the eager path by {delta:.3g} (> {tolerance:g})")
+        return worst
+
+    def _drop_vision(self, reason: str) -> None:
+        if self._vision is not None:
+            self._vision.remove()
+            self._vision = None
+        for lever in ("vision_sdpa_backend", "vision_patch_embed", "vision_compile"):
+            if self._levers.active(lever):
+                self._levers.fell_back(lever, reason)
+
+    def _drop_decode(self, reason: str) -> None:
+        for lever in ("explain_stop", "explain_cache", "explain_compile"):
+            if self._levers.active(lever):
+                self._levers.fell_back(lever, reason)
+        self._decode = DecodeOptions()
 
     def prepare(self, image: Image) -> PreparedImage | Image:
         """The processor's CPU work for one image (RGB, resize, rescale, normalise). Thread-safe.
@@ -276,6 +380,10 @@ class TransformersEngine:
         pixels = self._processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"]
         if pixels.shape[0] != 1:
             raise EngineConfigError(f"expected one crop per image, the image processor made {pixels.shape[0]}")
+        if self._stager is not None:
+            on_device = self._stager.upload(pixels)
+            if on_device is not None:
+                return PreparedImage(on_device)
         return PreparedImage(pixels.to(self._dtype))
 
     def predict(self, images: Sequence[PreparedImage | Image], explain: bool) -> list[EngineResult]:
@@ -318,7 +426,7 @@ class TransformersEngine:
         if self._fixed_tokens:
             # predict() ran every item through prepare(), which makes PreparedImage in this mode.
             pixels = torch.cat([cast(PreparedImage, item).pixel_values for item in items])
-            inputs = {k: v.repeat(len(items), 1).to(self._device) for k, v in self._text_row.items()}
+            inputs = dict(self._text_rows(len(items)))
             inputs["pixel_values"] = pixels.to(self._device, non_blocking=True)
             return inputs
         batch = self._processor(
@@ -332,10 +440,33 @@ class TransformersEngine:
         inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
         return inputs
 
+    def _text_rows(self, batch: int) -> dict[str, torch.Tensor]:
+        """The prompt's token rows for `batch` images, on the device (made once per batch size)."""
+        rows = self._text_on_device.get(batch)
+        if rows is None:
+            rows = {k: v.repeat(batch, 1).to(self._device) for k, v in self._text_row.items()}
+            self._text_on_device[batch] = rows
+        return rows
+
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return verdict_logits(self._model, inputs)
 
     def _generate(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+        decode = self._decode
+        if decode.any:
+            extra = generate_kwargs(decode)
+            if decode.stop == "sentence":
+                extra["stopping_criteria"] = [SentenceStop(self._processor.tokenizer, inputs["input_ids"].shape[1])]
+            try:
+                logits, new_tokens = explain_generate(
+                    self._model, inputs, self._max_new_tokens, self._suppress_ids, extra=extra
+                )
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                self._drop_decode(describe(exc))
+            else:
+                return logits, self._processor.batch_decode(new_tokens, skip_special_tokens=True)
         logits, new_tokens = explain_generate(self._model, inputs, self._max_new_tokens, self._suppress_ids)
         texts = self._processor.batch_decode(new_tokens, skip_special_tokens=True)
         return logits, texts
@@ -428,6 +559,16 @@ class DeviceProbe:
             raise DeviceProbeError(f"device probe on {self._device}: the sum of 0..{self.SIZE - 1} came back {value}")
 
 
+def _largest_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """max |a - b| over the rows; NaN when either side has one (fails every `<=` check)."""
+    deltas = [abs(x - y) for x, y in zip(a, b, strict=True)]
+    return math.nan if any(math.isnan(d) for d in deltas) else max(deltas, default=0.0)
+
+
+def _worse(a: float, b: float) -> float:
+    return b if math.isnan(b) or b > a else a
+
+
 def verdict_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token logits at the last position of each left-padded row: shape (batch, vocab).
 
@@ -440,12 +581,17 @@ def verdict_logits(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def explain_generate(
-    model: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int, suppress_tokens: Sequence[int] = ()
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    max_new_tokens: int,
+    suppress_tokens: Sequence[int] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy, bounded generation. Returns (first-step logits, new token ids).
 
     The first step's logits are the prefill's answer-position logits (raw, before `suppress_tokens`
-    applies), so p_yes needs no second pass.
+    applies), so p_yes needs no second pass. `extra`: more `generate` arguments (the decode
+    levers: `decode.generate_kwargs`, stopping criteria).
     """
     out = model.generate(
         **inputs,
@@ -456,6 +602,7 @@ def explain_generate(
         suppress_tokens=list(suppress_tokens) or None,
         output_logits=True,
         return_dict_in_generate=True,
+        **(extra or {}),
     )
     prompt_len = inputs["input_ids"].shape[1]
     return out.logits[0], out.sequences[:, prompt_len:]

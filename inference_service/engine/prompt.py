@@ -136,6 +136,27 @@ def parse_generated(text: str | None) -> ParsedText:
     return ParsedText("indeterminate", sentence)
 
 
+def explanation_complete(text: str) -> bool:
+    """Whether no further text can change what `parse_generated` makes of `text`: it opens with the
+    answer word and the explanation's first sentence has ended (at `.`, `!` or `?` followed by
+    whitespace, or at a blank line). Then generation may stop early with the same stored result.
+
+    Conservative: a thinking marker, a "yes or no" opening or no leading answer word never completes.
+    """
+    if THINKING_START in text or THINKING_END in text:
+        return False
+    cleaned = text.replace("*", "").replace("_", " ").replace("`", "").lstrip()
+    cleaned = _PREAMBLE.sub("", cleaned, count=1)
+    leading = None if _BOTH.match(cleaned) else _LEADING_WORD.match(cleaned)
+    if not leading:
+        return False
+    rest = cleaned[leading.end() :].lstrip()
+    paragraph, blank, _ = rest.partition("\n\n")
+    # No strip at the end (unlike `first_sentence`): whitespace already written after the
+    # punctuation ends the sentence for every continuation.
+    return bool(paragraph.strip() and (blank or _SENTENCE_END.search(paragraph)))
+
+
 def decide(p_yes: float | None, parsed: ParsedText | None, threshold: float, band: float) -> Answer:
     """The verdict: from p_yes when the model gave a finite one, else from the parsed text."""
     if p_yes is not None and math.isfinite(p_yes):
