@@ -42,6 +42,10 @@ class SlideRejected(HealerError):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[SlideRejected], tuple[ErrorCode, str]]:
+        # Raised in the slide service's worker processes and re-raised in the service: it must pickle.
+        return (SlideRejected, (self.code, self.message))
+
     def as_job_error(self) -> JobError:
         return JobError(code=self.code, message=self.message, retryable=False)
 

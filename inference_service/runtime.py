@@ -26,6 +26,7 @@ from inference_service.engine.base import Engine
 from inference_service.inference import Inference
 from inference_service.readiness import PROBE_TIMEOUT_S, DeviceCheck, Readiness
 from inference_service.settings import Settings
+from inference_service.shard_worker import ShardDeps, shard_deps
 from inference_service.worker import WorkerDeps
 
 log = logging.getLogger("healer.runtime")
@@ -70,6 +71,11 @@ class Runtime:
     @cached_property
     def blobs(self) -> BlobSource:
         return self._blobs if self._blobs is not None else GcsBlobSource(self.settings.project_id)
+
+    @cached_property
+    def shards(self) -> ShardDeps:
+        """What shard messages need (built on first use: the model is loaded by then)."""
+        return shard_deps(self)
 
     def worker_deps(self) -> WorkerDeps:
         assert self.inference is not None

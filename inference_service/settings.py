@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
     max_frames: int = Field(default=16, ge=1, validation_alias="MAX_FRAMES")
 
+    # Whole-slide shards (inference_service/tile_scoring.py, shard_worker.py). Shards decoded at
+    # once (each ~150 MB of tiles); `finalize` goes to SLIDES_TOPIC, republished shards to
+    # JOBS_TOPIC. A shard's dead letter fails it (and its slide) only once it was leased
+    # MAX_DELIVERY_ATTEMPTS times (the push subscription's own limit), else it is republished, at
+    # most MAX_DEAD_LETTER_REPUBLISHES times.
+    max_shards_in_flight: int = Field(default=2, ge=1, le=64, validation_alias="MAX_SHARDS_IN_FLIGHT")
+    jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
+    slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
+    max_delivery_attempts: int = Field(default=5, ge=1, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
+    max_dead_letter_republishes: int = Field(default=10, ge=0, validation_alias="MAX_DEAD_LETTER_REPUBLISHES")
+
     # Timing chain (ARCHITECTURE.md): ack deadline >= request timeout > inference budget
     lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")
     inference_budget_seconds: float = Field(default=120.0, gt=0, validation_alias="INFERENCE_BUDGET_SECONDS")

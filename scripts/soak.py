@@ -59,6 +59,7 @@ SOAK_PORTS = {
     "HEALER_RECONCILE_PORT": "37082",
     "HEALER_SERVICE_PORT": "37080",
     "HEALER_CONSOLE_PORT": "37090",
+    "HEALER_SLIDE_PORT": "37083",
 }
 # What the stack's child processes read (they inherit this process's environment).
 SOAK_ENV = {

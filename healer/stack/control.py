@@ -191,6 +191,25 @@ def app_components(cfg: StackConfig) -> list[Component]:
             timeout_s=float(os.environ.get("HEALER_SERVICE_START_TIMEOUT", "900")),
         ),
         Component(
+            "slide",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "slide_service.app:create_app",
+                "--host",
+                h,
+                "--port",
+                str(cfg.slide_port),
+                "--timeout-graceful-shutdown",
+                "8",
+                "--no-access-log",
+            ],
+            cfg.slide_port,
+            _http_ok(f"{cfg.slide_url}/readyz"),
+        ),
+        Component(
             "eventarc",
             [sys.executable, "-m", "healer.stack.eventarc"],
             0,
@@ -343,10 +362,11 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: N
             echo(f"started {comp.name} on {cfg.host}:{comp.port}")
     if fresh_storage:  # an in-memory bucket starts empty: forget what was delivered before
         (cfg.home / "eventarc-delivered.json").unlink(missing_ok=True)
-    from healer.stack.provision import ensure_bucket, ensure_pubsub
+    from healer.stack.provision import ensure_bucket, ensure_pubsub, ensure_slides_pubsub
 
     ensure_bucket(cfg)
     ensure_pubsub(cfg)
+    ensure_slides_pubsub(cfg)
     echo("provisioned bucket, topics and subscriptions")
     ensure_model(cfg)
     for comp in app_components(cfg):
@@ -360,6 +380,7 @@ ALL_COMPONENTS = [
     "console",
     "scheduler",
     "eventarc",
+    "slide",
     "service",
     "reconcile",
     "ingest",

@@ -12,9 +12,12 @@ import logging
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from healer_core.schema import ErrorCode, Job, JobError, JobState
+from healer_core.schema import ErrorCode, Job, JobError, JobState, Task
+from healer_core.topics import is_slide_task
 from inference_service.auth import require_push_auth
 from inference_service.envelope import BadEnvelope, parse_envelope
+from inference_service.shard_dead_letter import settle_dead_shard
+from inference_service.shard_worker import process_shard
 from inference_service.worker import STATUS_FOR, process_job
 
 router = APIRouter(prefix="/pubsub", dependencies=[Depends(require_push_auth)])
@@ -32,7 +35,15 @@ async def push(request: Request) -> Response:
     except BadEnvelope as exc:
         log.error("bad push envelope", extra={"reason": str(exc)})
         return JSONResponse({"detail": str(exc)}, status_code=400)
-    outcome = await process_job(message, runtime.worker_deps())
+    if message.task == Task.SHARD:
+        outcome = await process_shard(message, runtime.shards)
+    elif is_slide_task(message.task):
+        # Not ours (a slide step on the jobs topic): redelivering cannot help; the job is still
+        # recorded, and the sweep republishes it to the slides topic.
+        log.error("message for the slide service acknowledged", extra={"job_id": message.job_id})
+        return Response(status_code=204)
+    else:
+        outcome = await process_job(message, runtime.worker_deps())
     return Response(status_code=STATUS_FOR[outcome])
 
 
@@ -47,6 +58,12 @@ async def dead_letter(request: Request) -> Response:
         # Retrying cannot fix it; the dead-letter pull subscription still retains the message.
         log.error("unreadable dead letter acknowledged", extra={"reason": str(exc)})
         return Response(status_code=204)
+    if message.task == Task.SHARD:  # a shard of a slide: its own rules (shard_dead_letter.py)
+        s = runtime.settings
+        status = await settle_dead_shard(
+            message, runtime.shards, s.max_delivery_attempts, s.max_dead_letter_republishes
+        )
+        return Response(status_code=status)
     attempts = envelope.delivery_attempt
     error = JobError(
         code=ErrorCode.DEAD_LETTERED,

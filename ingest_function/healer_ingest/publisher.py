@@ -1,32 +1,16 @@
-"""Publishing job messages to Pub/Sub, and recording on the job that its message went out."""
+"""Publishing job messages to Pub/Sub, and recording on the job that its message went out.
+
+The publisher classes are defined once in `healer_core.publisher`; `healer_core.topics` routes
+each message to its task's topic (images to the jobs topic, slides to the slides topic).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
+from healer_core.publisher import Publisher, PubSubPublisher
 from healer_core.schema import Job, JobMessage
 from healer_core.store import JobStore
 
-
-class Publisher(Protocol):
-    """Sends a job message; returns the Pub/Sub message id."""
-
-    def publish(self, message: JobMessage) -> str: ...
-
-
-class PubSubPublisher:
-    """Publishes to one topic and waits for the server's ack (so 'published' is true)."""
-
-    def __init__(self, project: str, topic: str, timeout_s: float = 30.0) -> None:
-        self._client = pubsub_v1.PublisherClient()
-        self._topic = self._client.topic_path(project, topic)
-        self._timeout = timeout_s
-
-    def publish(self, message: JobMessage) -> str:
-        future = self._client.publish(self._topic, message.to_data(), **message.attributes())
-        return str(future.result(timeout=self._timeout))
+__all__ = ["PubSubPublisher", "Publisher", "publish_job"]
 
 
 def publish_job(store: JobStore, publisher: Publisher, job: Job) -> str:
@@ -34,7 +18,9 @@ def publish_job(store: JobStore, publisher: Publisher, job: Job) -> str:
 
     The one way a job's message goes out: ingest, reconcile, the sweep and the CLI's requeue and
     dead-letter replay all call it, so "published_at is set" always means "the server acked it".
+    A slide job's message is its `tile` task (`JobMessage.for_job`): with a `TopicRouter` it
+    goes to the slides topic.
     """
-    message_id = publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
+    message_id = publisher.publish(JobMessage.for_job(job))
     store.mark_published(job.job_id, message_id)
     return message_id
