@@ -23,6 +23,8 @@ How each invariant holds (docs/RELIABILITY.md tests each):
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,13 +32,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from healer_core.schema import ErrorCode, Job, JobError, JobKind, JobState, Shard, Slide, SlideStage, Verdict
-from healer_core.store import JobStore, _history, utcnow
+from healer_core.store import TRANSACTION_ATTEMPTS, JobStore, _history, _is_contention, utcnow
 
 # Writes per Firestore commit stay well under its limit (500).
 _CHUNK = 200
+# A contended finalize claim is tried again this many times (each a transaction of 12 attempts).
+CLAIM_ATTEMPTS = 5
 
 
 class StepStatus(StrEnum):
@@ -139,7 +144,12 @@ class SlideStore(JobStore):
             )
             return SlideLease(StepStatus.ACQUIRED, job.model_copy(update={"attempts": job.attempts + 1}), token)
 
-        result: SlideLease = txn_lease(self._transaction())
+        try:
+            result: SlideLease = txn_lease(self._transaction())
+        except ValueError as exc:
+            if not _is_contention(exc):
+                raise
+            return SlideLease(StepStatus.HELD)  # other deliveries kept winning: someone holds it now
         return result
 
     def extend_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
@@ -282,7 +292,7 @@ class SlideStore(JobStore):
         try:
             result: ShardLease = txn_lease(self._transaction())
         except ValueError as exc:
-            if not str(exc).startswith("Failed to commit transaction"):
+            if not _is_contention(exc):
                 raise
             return ShardLease(StepStatus.HELD, job=job)  # other deliveries kept winning: someone holds it
         return result
@@ -290,39 +300,46 @@ class SlideStore(JobStore):
     def complete_shard(
         self, job_id: str, n: int, token: str, scores: Sequence[float], provenance: Provenance, inference_ms: float
     ) -> bool:
-        """Store the shard's tile scores and count it into its slide, in one transaction, if this
-        worker still holds the shard's lease. True when counted now (exactly once per shard)."""
+        """Store the shard's tile scores and count it into its slide, in one atomic commit, if this
+        worker still holds the shard's lease. True when counted now (exactly once per shard).
+
+        The commit is a compare-and-set: the shard is read, checked (running, our token), and
+        written back only if it has not changed since (a precondition on its update time), in the
+        same atomic commit as the slide's increments. Unlike a locking transaction, hundreds of
+        shards finishing at once do not queue on a lock over the slide document: the increments
+        commute, and only a change to the shard itself (another worker) makes the commit fail."""
         ref = self._shard_ref(job_id, n)
         job_ref = self._ref(job_id)
-
-        @firestore.transactional
-        def txn_complete(txn: firestore.Transaction) -> bool:
-            if not _holds(ref.get(transaction=txn), token):
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            snap = ref.get()
+            if not _holds(snap, token):
                 return False
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.DONE),
-                    "scores": list(scores),
-                    "lease": None,
-                    "error": None,
-                    "inference_ms": round(inference_ms, 2),
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    **vars(provenance),
-                },
-            )
-            txn.update(
-                job_ref,
-                {
-                    "slide.shards_done": firestore.Increment(1),
-                    "slide.tiles_scored": firestore.Increment(len(scores)),
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                },
-            )
+            batch = self.client.batch()
+            shard_update = {
+                "state": str(JobState.DONE),
+                "scores": list(scores),
+                "lease": None,
+                "error": None,
+                "inference_ms": round(inference_ms, 2),
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                **vars(provenance),
+            }
+            batch.update(ref, shard_update, option=self.client.write_option(last_update_time=snap.update_time))
+            slide_update = {
+                "slide.shards_done": firestore.Increment(1),
+                "slide.tiles_scored": firestore.Increment(len(scores)),
+                "updated_at": firestore.SERVER_TIMESTAMP,
+            }
+            batch.update(job_ref, slide_update)
+            try:
+                batch.commit()
+            except gexc.FailedPrecondition:
+                continue  # the shard changed since it was read: read it again (fenced, or a late retry)
+            except (gexc.Aborted, gexc.DeadlineExceeded, gexc.ServiceUnavailable):
+                time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())  # contention: nothing was written
+                continue
             return True
-
-        counted: bool = txn_complete(self._transaction())
-        return counted
+        raise RuntimeError(f"shard {n} could not be counted after {TRANSACTION_ATTEMPTS} attempts")
 
     def release_shard(self, job_id: str, n: int, token: str, error: JobError, *, refund_attempt: bool = False) -> bool:
         """Give the shard back (transient fault): queued again; `refund_attempt` when it never
@@ -382,8 +399,16 @@ class SlideStore(JobStore):
             )
             return True
 
-        claimed: bool = txn_claim(self._transaction())
-        return claimed
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                claimed: bool = txn_claim(self._transaction())
+            except ValueError as exc:
+                if not _is_contention(exc):
+                    raise
+                time.sleep(0.1 * 2**attempt * random.random())  # the last shards claim at once: spread out
+                continue
+            return claimed
+        return False  # still contended: another claimer is committing; the sweep checks in any case
 
     def mark_finalize_published(self, job_id: str, message_id: str) -> None:
         """Record that the slide's `finalize` message went out."""

@@ -165,20 +165,23 @@ def _classify_tiff(reader: _Reader, size: int, limits: SniffLimits) -> Sniffed:
         if size > limits.max_image_bytes:
             return Sniffed(JobKind.SLIDE, vendor="", format="TIFF", bigtiff=bigtiff)
         return IMAGE
+
+    def slide(vendor: str, fmt: str, unsupported: str = "") -> Sniffed:
+        return Sniffed(JobKind.SLIDE, vendor, fmt, ifd.width, ifd.height, ifd.tiled, bigtiff, unsupported)
+
     vendor = _vendor(ifd)
-    shape = {"width": ifd.width, "height": ifd.height, "tiled": ifd.tiled, "bigtiff": bigtiff}
     if vendor:
-        return Sniffed(JobKind.SLIDE, vendor=vendor, format=FORMAT_NAMES[vendor], **shape)  # type: ignore[arg-type]
+        return slide(vendor, FORMAT_NAMES[vendor])
     pixels = ifd.width * ifd.height
     too_big = pixels > limits.max_image_pixels or size > limits.max_image_bytes
     if ifd.tiled and (too_big or _pyramid_follows(reader, order, bigtiff, ifd)):
-        return Sniffed(JobKind.SLIDE, vendor="generic-tiff", format=FORMAT_NAMES["generic-tiff"], **shape)  # type: ignore[arg-type]
+        return slide("generic-tiff", FORMAT_NAMES["generic-tiff"])
     if not ifd.tiled and pixels > limits.max_image_pixels:
         why = (
             f"The file is a non-tiled (stripped) TIFF of {ifd.width}x{ifd.height} pixels; whole-slide images must be"
             f" tiled pyramids: {SUPPORTED_HINT}."
         )
-        return Sniffed(JobKind.SLIDE, vendor="", format="TIFF", unsupported=why, **shape)  # type: ignore[arg-type]
+        return slide("", "TIFF", why)
     return IMAGE
 
 
@@ -240,7 +243,8 @@ def _read_ifd(reader: _Reader, order: str, bigtiff: bool, offset: int) -> _Ifd:
         base = i * entry_size
         tag, kind = struct.unpack_from(order + "HH", table, base)
         value_at = base + 4 + value_size
-        entries[tag] = (kind, _unpack(word, table, base + 4), table[value_at : value_at + value_size])
+        # The first of a repeated tag wins, as libtiff (and so OpenSlide) reads it.
+        entries.setdefault(tag, (kind, _unpack(word, table, base + 4), table[value_at : value_at + value_size]))
     end = count * entry_size
     next_offset = _unpack(word, table, end) if len(table) >= end + value_size else 0
     return _Ifd(
