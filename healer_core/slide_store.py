@@ -157,23 +157,30 @@ class SlideStore(JobStore):
         return self._fenced_update(job_id, token, {"lease.expires_at": utcnow() + timedelta(seconds=lease_seconds)})
 
     def write_shards(self, job_id: str, token: str, shards: Sequence[Shard]) -> bool:
-        """Create (or overwrite) the shard documents, only while `token` holds the slide's lease.
+        """Create (or overwrite) the shard documents, and delete any beyond them (left by an
+        earlier run of a slide requeued after failing), only while `token` holds the lease.
 
-        Overwriting is safe: no shard message exists before `hand_off`, so nothing can have
-        touched a shard of a tiling that did not hand off."""
+        Overwriting is safe: no shard message of this run exists before `hand_off`, and a late
+        message of an earlier run finds a fresh queued shard (scored and counted in this run) or
+        none (acknowledged)."""
         ref = self._ref(job_id)
-        for start in range(0, len(shards), _CHUNK):
-            chunk = shards[start : start + _CHUNK]
+        stale = [snap.id for snap in self._shards(job_id).select([]).stream() if int(snap.id) >= len(shards)]
+        writes: list[Shard | str] = [*shards, *stale]
+        for start in range(0, len(writes), _CHUNK):
+            chunk = writes[start : start + _CHUNK]
 
             @firestore.transactional
-            def txn_write(txn: firestore.Transaction, chunk: Sequence[Shard] = chunk) -> bool:
+            def txn_write(txn: firestore.Transaction, chunk: Sequence[Shard | str] = chunk) -> bool:
                 snap = ref.get(transaction=txn)
                 if not _holds(snap, token):
                     return False
-                for shard in chunk:
-                    data = shard.model_dump(mode="python")
-                    data.update(state=str(shard.state), updated_at=firestore.SERVER_TIMESTAMP)
-                    txn.set(self._shard_ref(job_id, shard.n), data)
+                for item in chunk:
+                    if isinstance(item, str):
+                        txn.delete(self._shards(job_id).document(item))
+                        continue
+                    data = item.model_dump(mode="python")
+                    data.update(state=str(item.state), updated_at=firestore.SERVER_TIMESTAMP)
+                    txn.set(self._shard_ref(job_id, item.n), data)
                 return True
 
             if not txn_write(self._transaction()):
@@ -483,6 +490,8 @@ class SlideStore(JobStore):
 
 
 def _due(job: Job, stage: SlideStage) -> bool:
+    if job.kind != JobKind.SLIDE:
+        return False  # a slide step's message for an image job (published by hand): never run it
     slide = job.slide or Slide()
     if stage == SlideStage.TILING:
         return job.state == JobState.QUEUED or slide.stage == SlideStage.TILING

@@ -47,11 +47,6 @@ class Settings(BaseSettings):
     prepare_workers: int = Field(default=0, ge=0, le=64, validation_alias="PREPARE_WORKERS")
     warmup: bool = Field(default=True, validation_alias="WARMUP")
 
-    # Input limits
-    max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
-    max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
-    max_frames: int = Field(default=16, ge=1, validation_alias="MAX_FRAMES")
-
     # Whole-slide shards (inference_service/tile_scoring.py, shard_worker.py). Shards decoded at
     # once (each ~150 MB of tiles); `finalize` goes to SLIDES_TOPIC, republished shards to
     # JOBS_TOPIC. A shard's dead letter fails it (and its slide) only once it was leased
@@ -62,6 +57,11 @@ class Settings(BaseSettings):
     slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
     max_delivery_attempts: int = Field(default=5, ge=1, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
     max_dead_letter_republishes: int = Field(default=10, ge=0, validation_alias="MAX_DEAD_LETTER_REPUBLISHES")
+
+    # Input limits
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
+    max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
+    max_frames: int = Field(default=16, ge=1, validation_alias="MAX_FRAMES")
 
     # Timing chain (ARCHITECTURE.md): ack deadline >= request timeout > inference budget
     lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")

@@ -17,14 +17,13 @@ import logging
 from PIL import Image
 
 from healer_core.schema import ErrorCode, Job, JobError, JobMessage, JobState, SlideStage, Timings, Verdict
-from healer_core.slide_store import StepStatus
 from healer_core.store import utcnow
 from healer_media.errors import TransientError
 from slide_service.aggregate import aggregate
 from slide_service.artifacts import CONTENT_TYPES, GEOJSON, HEATMAP, THUMBNAIL, gs_uri, result_name, thumbnail_name
 from slide_service.geojson import tiles_geojson
 from slide_service.heatmap import render_heatmap
-from slide_service.outcome import Step
+from slide_service.outcome import Step, unleased
 from slide_service.runtime import SlideRuntime
 from slide_service.verdict import Artifacts, slide_verdict, tile_scores
 
@@ -37,13 +36,10 @@ async def run_finalize(message: JobMessage, rt: SlideRuntime) -> Step:
     lease = await asyncio.to_thread(
         store.lease_stage, job_id, rt.owner, rt.settings.lease_seconds, SlideStage.FINALIZING
     )
-    if lease.status == StepStatus.TERMINAL:
-        return Step.ALREADY_TERMINAL
-    if lease.status == StepStatus.HELD:
-        return Step.HELD
-    if lease.status != StepStatus.ACQUIRED or lease.job is None:
-        log.info("finalize not due", extra={"job_id": job_id, "status": str(lease.status)})
-        return Step.NOT_DUE
+    step = unleased(lease.status)
+    if step is not None or lease.job is None:
+        log.info("finalize not run", extra={"job_id": job_id, "status": str(lease.status)})
+        return step or Step.NOT_DUE
     job, token = lease.job, lease.token
     try:
         verdict = await asyncio.to_thread(build_verdict, job, rt)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from healer_core.slide_store import StepStatus
+
 
 class Step(StrEnum):
     DONE = "done"  # the step ran: shards out, or the verdict written (204)
@@ -25,3 +27,13 @@ STATUS_FOR: dict[Step, int] = {
     Step.HELD: 429,
     Step.RETRY: 503,
 }
+
+
+def unleased(status: StepStatus) -> Step | None:
+    """What a step answers when it did not get the lease (None: it did)."""
+    return {
+        StepStatus.TERMINAL: Step.ALREADY_TERMINAL,
+        StepStatus.HELD: Step.HELD,
+        StepStatus.NOT_DUE: Step.NOT_DUE,
+        StepStatus.MISSING: Step.NOT_DUE,
+    }.get(status)

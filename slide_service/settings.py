@@ -73,8 +73,9 @@ class SlideSettings(BaseSettings):
     # Processes that read and encode tiles (0: one per core, at most 4); every OpenSlide call
     # runs in a child process, so a slide that crashes OpenSlide fails alone (unreadable_slide).
     tiling_processes: int = Field(default=0, ge=0, le=64, validation_alias="TILING_PROCESSES")
-    # A tiling still running after this long is abandoned (its processes killed, the job released).
-    tiling_budget_seconds: float = Field(default=1800.0, gt=0, validation_alias="TILING_BUDGET_SECONDS")
+    # A tiling still running after this long is abandoned (its processes killed, the job released);
+    # under the push subscription's ack deadline and Cloud Run's request timeout (600 s each).
+    tiling_budget_seconds: float = Field(default=540.0, gt=0, validation_alias="TILING_BUDGET_SECONDS")
     shutdown_grace_seconds: float = Field(default=6.0, ge=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # Push authentication (OIDC), as the inference service's. Empty audience = not verified (local stack).

@@ -54,8 +54,10 @@ def _check_size(size: int, settings: SlideSettings) -> None:
 
 def mounted_path(mount: Path, name: str) -> Path:
     """The object's path under the FUSE mount; a name that would leave the mount is refused."""
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or any(part in ("..", ".") for part in parts):
+    # Segments "", "." and ".." (a leading or doubled "/", "./", "../") have no file on a FUSE mount,
+    # and ".." would leave it.
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise SlideRejected(ErrorCode.UNSUPPORTED_SLIDE, "The object's name cannot be read through the slide mount.")
     return mount.joinpath(*parts)
 

@@ -34,7 +34,7 @@ from slide_service.artifacts import gs_uri, thumbnail_name
 from slide_service.isolation import ChildFailed, run_isolated
 from slide_service.lease import Heartbeat, LeaseLost
 from slide_service.open import SlideLimits
-from slide_service.outcome import Step
+from slide_service.outcome import Step, unleased
 from slide_service.runtime import SlideRuntime
 from slide_service.shards import parallel_shards
 from slide_service.source import slide_file, still_current
@@ -58,14 +58,12 @@ async def run_tile(message: JobMessage, rt: SlideRuntime) -> Step:
         lease = await asyncio.to_thread(
             store.lease_stage, job_id, rt.owner, rt.settings.lease_seconds, SlideStage.TILING
         )
-    if lease.status == StepStatus.TERMINAL:
-        return Step.ALREADY_TERMINAL
-    if lease.status == StepStatus.HELD:
-        return Step.HELD
-    if lease.status != StepStatus.ACQUIRED or lease.job is None:
-        if lease.job is not None and lease.job.slide is not None and lease.job.slide.stage == SlideStage.SCORING:
-            await asyncio.to_thread(publish_unpublished, rt, lease.job)  # a tiler that died while publishing
-        return Step.NOT_DUE
+    step = unleased(lease.status)
+    scoring = lease.job is not None and lease.job.slide is not None and lease.job.slide.stage == SlideStage.SCORING
+    if step == Step.NOT_DUE and scoring and lease.job is not None:
+        await asyncio.to_thread(publish_unpublished, rt, lease.job)  # a tiler that died while publishing
+    if step is not None or lease.job is None:
+        return step or Step.NOT_DUE
     job, token = lease.job, lease.token
     log.info("slide leased for tiling", extra={"job_id": job_id, "attempt": job.attempts})
     deadline = time.monotonic() + rt.settings.tiling_budget_seconds

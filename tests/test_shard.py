@@ -149,10 +149,10 @@ def test_member_sets_must_agree() -> None:
         lambda m: m.update(tile_px="64"),
         lambda m: m.update(job_id="../other"),
         lambda m: m.update(tiles=[]),
-        lambda m: m["tiles"][0].update(x=-1),  # type: ignore[index]
-        lambda m: m["tiles"][0].update(file="../../x.jpg"),  # type: ignore[index]
-        lambda m: m["tiles"][1].update(index=m["tiles"][0]["index"]),  # type: ignore[index]
-        lambda m: m["tiles"][1].update(file=m["tiles"][0]["file"]),  # type: ignore[index]
+        lambda m: m["tiles"][0].update(x=-1),
+        lambda m: m["tiles"][0].update(file="../../x.jpg"),
+        lambda m: m["tiles"][1].update(index=m["tiles"][0]["index"]),
+        lambda m: m["tiles"][1].update(file=m["tiles"][0]["file"]),
     ],
     ids=[
         "format",

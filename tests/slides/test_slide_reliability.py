@@ -93,7 +93,9 @@ def test_slide_service_killed_mid_tiling(emulator_cfg, store, unique, slide, pro
 def test_inference_service_killed_mid_shard(emulator_cfg, store, unique, slide, processes, tmp_path) -> None:
     with pipeline(emulator_cfg.project, store, unique) as p:
         env = {
-            "LEASE_SECONDS": 3,
+            # The budget stays below the lease (main's settings refuse anything else).
+            "LEASE_SECONDS": 6,
+            "INFERENCE_BUDGET_SECONDS": 5,
             "JOBS_COLLECTION": store.collection.id,
             "JOBS_TOPIC": p.jobs.name,
             "SLIDES_TOPIC": p.slides.name,

@@ -142,7 +142,10 @@ def test_requeue_retakes_a_dead_tiling_never_a_scoring_slide_and_restarts_a_fail
     assert again is not None
     restarted = slides.get(scoring.job_id).slide
     assert (restarted.stage, restarted.shards_total, restarted.shards_done) == (SlideStage.TILING, 0, 0)
-    assert slides.lease_stage(scoring.job_id, "t", 60, SlideStage.TILING).status == StepStatus.ACQUIRED
+    retiling = slides.lease_stage(scoring.job_id, "t", 60, SlideStage.TILING)
+    assert retiling.status == StepStatus.ACQUIRED
+    assert slides.write_shards(scoring.job_id, retiling.token, shards_of(1))  # fewer shards this time
+    assert [s.n for s in slides.shards(scoring.job_id)] == [0]  # the earlier run's extra shard is gone
 
 
 def test_dead_shard_messages_are_put_back_unless_really_tried(slides: SlideStore) -> None:
