@@ -76,7 +76,6 @@ class SlideSettings(BaseSettings):
     # A tiling still running after this long is abandoned (its processes killed, the job released);
     # under the push subscription's ack deadline and Cloud Run's request timeout (600 s each).
     tiling_budget_seconds: float = Field(default=540.0, gt=0, validation_alias="TILING_BUDGET_SECONDS")
-    shutdown_grace_seconds: float = Field(default=6.0, ge=0, validation_alias="SHUTDOWN_GRACE_SECONDS")
 
     # Push authentication (OIDC), as the inference service's. Empty audience = not verified (local stack).
     push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
