@@ -1,4 +1,5 @@
-"""`make demo`: bring the local stack up, upload the sample tiles, print every verdict.
+"""`make demo`: bring the local stack up, upload the sample tiles and one whole slide generated
+from them, print every verdict (the slide's with where its heatmap is).
 
 Uses only the official clients against the stack: google-cloud-storage to upload (the Eventarc
 stand-in sees the new objects), google-cloud-firestore (through the job store) to read.
@@ -19,7 +20,7 @@ from rich.table import Table
 from healer.stack import StackConfig, up
 from healer.stack.control import StackError
 from healer_core.ids import job_id_for
-from healer_core.schema import Job
+from healer_core.schema import Job, JobKind
 from healer_core.store import JobStore, new_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,19 @@ def sample_images() -> list[Path]:
             if found:
                 return found
     return []
+
+
+def demo_slide(cfg: StackConfig, samples: list[Path]) -> Path | None:
+    """A whole-slide image generated now from the sample tiles (tumor and normal tissue regions on
+    glass, a pyramidal tiled TIFF with Aperio metadata), or None without tumor/normal samples."""
+    from slide_service import synth
+
+    if not any(p.name.startswith("tumor_") for p in samples) or not any(p.name.startswith("normal_") for p in samples):
+        return None
+    path = cfg.home / "demo" / "slide-1.svs"
+    if not path.exists():  # generated once per HEALER_HOME (a few seconds)
+        synth.write_slide(path, samples, width=16384, height=12288, mpp=0.25)
+    return path
 
 
 def upload(cfg: StackConfig, paths: list[Path], prefix: str) -> dict[str, str]:
@@ -78,6 +92,8 @@ def render(jobs: dict[str, str], results: dict[str, Job], prefix: str = "") -> T
     for job_id, name in jobs.items():
         label = name.removeprefix(f"{prefix}/") if prefix else name
         job = results.get(job_id)
+        if job is not None and job.kind == JobKind.SLIDE:
+            label += " (whole slide)"
         if job is None:
             table.add_row(label, "[red]no job[/red]", "", "", "")
             continue
@@ -99,6 +115,43 @@ def render(jobs: dict[str, str], results: dict[str, Job], prefix: str = "") -> T
     return table
 
 
+def fetch_heatmaps(cfg: StackConfig, results: dict[str, Job]) -> dict[str, Path]:
+    """A local copy of each slide's heatmap under `<home>/demo/` (to open without any Google client)."""
+    client = storage.Client(project=cfg.project)
+    copies: dict[str, Path] = {}
+    for job in results.values():
+        if job.verdict is None or job.verdict.slide is None or not job.verdict.slide.heatmap_uri:
+            continue
+        bucket, _, name = job.verdict.slide.heatmap_uri.removeprefix("gs://").partition("/")
+        path = cfg.home / "demo" / f"{job.job_id}-heatmap.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.bucket(bucket).blob(name).download_to_filename(str(path))
+        copies[job.job_id] = path
+    return copies
+
+
+def slide_lines(
+    jobs: dict[str, str], results: dict[str, Job], prefix: str = "", copies: dict[str, Path] | None = None
+) -> list[str]:
+    """For each slide: its verdict in numbers and where its heatmap and GeoJSON are."""
+    lines: list[str] = []
+    for job_id, name in jobs.items():
+        job = results.get(job_id)
+        if job is None or job.kind != JobKind.SLIDE or job.verdict is None or job.verdict.slide is None:
+            continue
+        v, block = job.verdict, job.verdict.slide
+        label = name.removeprefix(f"{prefix}/") if prefix else name
+        lines.append(
+            f"slide {label}: {v.answer} (slide score {v.p_yes:.3f}, {block.tiles_positive} of {block.tiles_scored}"
+            f" tiles positive, top-{block.aggregation.top_k} mean)"
+        )
+        lines.append(f"  heatmap: {block.heatmap_uri}")
+        if copies and job_id in copies:
+            lines.append(f"           (a copy: {copies[job_id]})")
+        lines.append(f"  tiles:   {block.geojson_uri} (GeoJSON; QuPath: File > Import objects from file)")
+    return lines
+
+
 def main() -> int:
     console = Console()
     cfg = StackConfig()
@@ -112,11 +165,15 @@ def main() -> int:
         console.print("[red]error:[/red] no sample images found (../shared/samples or samples/)")
         return 1
     prefix = "demo/" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    console.print(f"uploading {len(paths)} images to gs://{cfg.bucket}/{prefix}/ …")
-    jobs = upload(cfg, paths, prefix)
+    slide = demo_slide(cfg, paths)
+    slide_note = " and a whole slide generated from them" if slide else ""
+    console.print(f"uploading {len(paths)} images{slide_note} to gs://{cfg.bucket}/{prefix}/ …")
+    jobs = upload(cfg, paths + ([slide] if slide else []), prefix)
     store = JobStore(new_client(cfg.project), cfg.jobs_collection)
     results = wait_for(store, list(jobs), float(os.environ.get("HEALER_DEMO_TIMEOUT", "1800")), console)
     console.print(render(jobs, results, prefix))
+    for line in slide_lines(jobs, results, prefix, fetch_heatmaps(cfg, results)):
+        console.print(line, soft_wrap=True)
     model = next((j.verdict.model_id for j in results.values() if j.verdict), "")
     if model:
         console.print(f"model: {model}")

@@ -35,7 +35,9 @@ def publish_job(store: JobStore, publisher: Publisher, job: Job) -> str:
 
     The one way a job's message goes out: ingest, reconcile, the sweep and the CLI's requeue and
     dead-letter replay all call it, so "published_at is set" always means "the server acked it".
+    A slide job's message is its `tile` task (`JobMessage.for_job`): with a `TopicRouter` it
+    goes to the slides topic.
     """
-    message_id = publisher.publish(JobMessage.for_object(job.bucket, job.name, job.generation))
+    message_id = publisher.publish(JobMessage.for_job(job))
     store.mark_published(job.job_id, message_id)
     return message_id

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_SLIDE = "unsupported_slide"
     NO_TISSUE = "no_tissue"
     BAD_SHARD = "bad_shard"
+    TILING_FAILED = "tiling_failed"  # retryable: a tiling process was killed or ran past its budget
 
 
 ERROR_DESCRIPTIONS: dict[str, str] = {
@@ -74,6 +75,7 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     ),
     ErrorCode.NO_TISSUE: "No tissue was found on the slide (no tile reaches the minimum tissue fraction).",
     ErrorCode.BAD_SHARD: "A tile shard written by the slide service failed validation (an internal fault).",
+    ErrorCode.TILING_FAILED: "Tiling the slide did not finish (a process was killed or timed out); it is retried.",
 }
 
 
@@ -192,6 +194,10 @@ class Slide(_Model):
     tiles_scored: int = 0
     shards_published_at: datetime | None = None
     finalize_published_at: datetime | None = None
+    # Recorded by the slide service when it hands the slide to scoring (docs/SLIDES.md).
+    thumbnail_downsample: float = 0.0  # level-0 pixels per thumbnail pixel (the heatmap's scale)
+    fetch_ms: float = 0.0  # reading the slide in (a download locally; a metadata check on a FUSE mount)
+    tiling_ms: float = 0.0  # opening, tissue, tile plan, shards written
 
 
 class Verdict(_Model):
@@ -281,6 +287,15 @@ class Shard(_Model):
     published_at: datetime | None = None
     updated_at: datetime | None = None
     error: JobError | None = None
+    generation: int = 0  # the shard object's generation as written (reads are pinned to it)
+    dead_letters: int = 0  # times its message ran out of delivery attempts and was published again
+    first_dead_letter_at: datetime | None = None  # when that first happened
+    # Who scored it: the slide verdict's provenance comes from here.
+    model_id: str = ""
+    model_revision: str = ""
+    quantization: str = ""
+    prompt_version: str = ""
+    inference_ms: float = 0.0
 
 
 class JobMessage(_Model):
@@ -300,6 +315,20 @@ class JobMessage(_Model):
     @classmethod
     def for_object(cls, bucket: str, name: str, generation: int) -> JobMessage:
         return cls(job_id=job_id_for(bucket, name, generation), bucket=bucket, name=name, generation=generation)
+
+    @classmethod
+    def for_job(cls, job: Job) -> JobMessage:
+        """The message that starts (or restarts) `job`: score an image, or tile a slide."""
+        task = Task.TILE if job.kind == JobKind.SLIDE else Task.IMAGE
+        return cls(job_id=job.job_id, bucket=job.bucket, name=job.name, generation=job.generation, task=task)
+
+    def for_shard(self, n: int) -> JobMessage:
+        """The message that asks for shard `n` of this slide to be scored."""
+        return self.model_copy(update={"task": Task.SHARD, "shard": n})
+
+    def for_task(self, task: Task) -> JobMessage:
+        """The same job's message for another slide step (e.g. `finalize`)."""
+        return self.model_copy(update={"task": task, "shard": None})
 
     def to_data(self) -> bytes:
         """The message body as published (an image message keeps its original four fields)."""

@@ -17,7 +17,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobState, Verdict
+from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobKind, JobState, Slide, SlideStage, Verdict
 
 TRANSACTION_ATTEMPTS = 12
 
@@ -35,6 +35,18 @@ def _history(event: str, detail: str = "") -> Any:
     # A random nonce keeps two identical entries distinct (ArrayUnion dedups equal values).
     entry = {"at": utcnow(), "event": event, "detail": detail, "n": uuid.uuid4().hex[:8]}
     return firestore.ArrayUnion([entry])
+
+
+def _retakeable(job: Job) -> bool:
+    """Whether a running job whose lease expired may be requeued: any image; a slide only while it
+    is being tiled (a scoring or finalizing slide is recovered shard by shard, by the slide sweep)."""
+    return job.kind != JobKind.SLIDE or job.slide is None or job.slide.stage == SlideStage.TILING
+
+
+def _slide_restarted(slide: Slide) -> dict[str, Any]:
+    """A failed slide run again starts from tiling: what ingest knew, no progress."""
+    fresh = Slide(format=slide.format, vendor=slide.vendor, width=slide.width, height=slide.height)
+    return fresh.model_dump(mode="python")
 
 
 class LeaseStatus(StrEnum):
@@ -464,6 +476,7 @@ class JobStore:
             job = Job.from_doc(snap.to_dict())
             now = utcnow()
             expired = job.state == JobState.RUNNING and (job.lease is None or job.lease.expires_at <= now)
+            expired = expired and _retakeable(job)
             allowed = expired or (job.state == JobState.QUEUED and not stuck_only)
             allowed = allowed or (include_failed and job.state == JobState.FAILED)
             if not allowed:
@@ -479,6 +492,8 @@ class JobStore:
             }
             if job.state == JobState.FAILED:
                 update["attempts"] = 0  # the leases stay in `history`
+                if job.slide is not None:
+                    update["slide"] = _slide_restarted(job.slide)
             txn.update(ref, update)
             fresh: dict[str, Any] = {"state": JobState.QUEUED, "lease": None, "first_dead_letter_at": None}
             if job.state == JobState.FAILED:

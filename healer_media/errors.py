@@ -35,6 +35,10 @@ class CodedError(HealerError):
     def as_job_error(self) -> JobError:
         return JobError(code=self.code, message=self.message, retryable=self.retryable)
 
+    def __reduce__(self) -> tuple[type[CodedError], tuple[object, ...]]:
+        # Raised in the slide service's worker processes and re-raised in the service: it must pickle.
+        return (type(self), (self.code, self.message))
+
 
 class ImageRejected(CodedError):
     """The uploaded bytes cannot become a model input. Never retried."""
@@ -52,6 +56,10 @@ class ShardRejected(CodedError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(ErrorCode.BAD_SHARD, f"{reason}: {message}")
         self.reason = reason
+        self.detail = message
+
+    def __reduce__(self) -> tuple[type[CodedError], tuple[object, ...]]:
+        return (type(self), (self.reason, self.detail))
 
 
 class ObjectGone(HealerError):

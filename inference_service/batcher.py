@@ -66,6 +66,7 @@ class _Request:
     explain: bool
     future: asyncio.Future[BatchedResult]
     enqueued: float = field(default_factory=time.perf_counter)
+    reserved: bool = False  # admitted by a caller that bounds its own requests (not counted in max_queue)
 
 
 class MicroBatcher:
@@ -90,6 +91,11 @@ class MicroBatcher:
     def waiting(self) -> int:
         """Requests queued and not yet in a running batch."""
         return len(self._waiting)
+
+    @property
+    def unreserved_waiting(self) -> int:
+        """Waiting requests that count against `max_queue` (all but reserved ones)."""
+        return sum(1 for r in self._waiting if not r.reserved)
 
     @property
     def running(self) -> bool:
@@ -134,17 +140,20 @@ class MicroBatcher:
         self._task = None
         self._executor = None
 
-    async def submit(self, item: Image | object, explain: bool) -> BatchedResult:
+    async def submit(self, item: Image | object, explain: bool, *, reserved: bool = False) -> BatchedResult:
         """Queue one image (PIL, or prepared by the engine) and wait for its verdict.
 
         Raises BatcherFull when `max_queue` requests are already waiting, BatcherStopped when not
-        running, or whatever the engine raised for this image.
+        running, or whatever the engine raised for this image. A `reserved` request is never
+        refused as full and does not count against `max_queue`: its caller bounds how many it has
+        waiting (the shard path's tile slots), so a shard is never refused halfway through and its
+        tiles never take the places of single images.
         """
         if not self._accepting or self._wakeup is None:
             raise BatcherStopped("the batcher is not running")
-        if len(self._waiting) >= self.max_queue:
-            raise BatcherFull(f"{len(self._waiting)} requests already waiting (MAX_QUEUE={self.max_queue})")
-        request = _Request(item, explain, asyncio.get_running_loop().create_future())
+        if not reserved and self.unreserved_waiting >= self.max_queue:
+            raise BatcherFull(f"{self.unreserved_waiting} requests already waiting (MAX_QUEUE={self.max_queue})")
+        request = _Request(item, explain, asyncio.get_running_loop().create_future(), reserved=reserved)
         self._waiting.append(request)
         self._wakeup.set()
         return await request.future

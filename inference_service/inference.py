@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from PIL.Image import Image
 
@@ -54,7 +55,11 @@ class Inference:
 
     def has_capacity(self) -> bool:
         """Whether a new image would be queued now rather than refused (cheap pre-check)."""
-        return self.batcher.running and self.batcher.waiting < self.batcher.max_queue
+        return self.batcher.running and self.batcher.unreserved_waiting < self.batcher.max_queue
+
+    async def prepare(self, image: Image) -> Any:
+        """`engine.prepare(image)` in the preprocessing pool (off the event loop and the engine)."""
+        return await asyncio.get_running_loop().run_in_executor(self._prepare_pool, self.engine.prepare, image)
 
     async def run(self, image: Image, explain: bool) -> tuple[EngineResult, float, float]:
         """(result, queue_ms, inference_ms). Raises Busy when full, TransientError when stopping.
@@ -67,7 +72,7 @@ class Inference:
         if not self.has_capacity():
             raise Busy("batcher full")  # refuse before spending CPU on preprocessing
         start = time.perf_counter()
-        item = await asyncio.get_running_loop().run_in_executor(self._prepare_pool, self.engine.prepare, image)
+        item = await self.prepare(image)
         prepare_ms = (time.perf_counter() - start) * 1000.0
         try:
             outcome = await self.batcher.submit(item, explain)

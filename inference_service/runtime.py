@@ -28,6 +28,7 @@ from inference_service.engine.base import Engine
 from inference_service.inference import Inference
 from inference_service.readiness import PROBE_TIMEOUT_S, DeviceCheck, Readiness
 from inference_service.settings import Settings
+from inference_service.shard_worker import ShardDeps, shard_deps
 from inference_service.worker import WorkerDeps
 
 log = logging.getLogger("healer.runtime")
@@ -89,6 +90,11 @@ class Runtime:
         if self._publisher is None:
             self._publisher = PubSubPublisher(self.settings.project_id, self.settings.jobs_topic)
         return self._publisher
+
+    @cached_property
+    def shards(self) -> ShardDeps:
+        """What shard messages need (built on first use: the model is loaded by then)."""
+        return shard_deps(self)
 
     def worker_deps(self) -> WorkerDeps:
         assert self.inference is not None

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     prepare_workers: int = Field(default=0, ge=0, le=64, validation_alias="PREPARE_WORKERS")
     warmup: bool = Field(default=True, validation_alias="WARMUP")
 
+    # Whole-slide shards (inference_service/tile_scoring.py, shard_worker.py). Shards decoded at
+    # once (each ~150 MB of tiles); `finalize` goes to SLIDES_TOPIC, republished shards to
+    # JOBS_TOPIC. A shard's dead letter follows a job's rules (MAX_DELIVERY_ATTEMPTS,
+    # DEAD_LETTER_GIVE_UP_SECONDS, below).
+    max_shards_in_flight: int = Field(default=2, ge=1, le=64, validation_alias="MAX_SHARDS_IN_FLIGHT")
+    slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
+
     # Input limits
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")

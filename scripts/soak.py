@@ -3,11 +3,13 @@
 `make soak` (or `python scripts/soak.py`) brings up its own local stack (HEALER_HOME
 `.healer/soak`, ports 370xx, so a `make up` dev stack is untouched), uploads 200 images in three
 bursts of about 16x the service's queue, a quarter of them hostile (bad bytes, and valid images
-in deep or wide pixel modes: 16-bit, float, alpha, palette, CMYK, 1-bit), SIGKILLs and restarts
-the inference service twice while it holds leases, injects duplicate finalize events, waits for
-every upload to reach a terminal job (running the reconcile sweep, as Cloud Scheduler would,
-when progress stalls), audits Firestore against what was uploaded, and stops the stack. Its
-last line is
+in deep or wide pixel modes: 16-bit, float, alpha, palette, CMYK, 1-bit), and 3 whole slides
+generated from the sample tiles (plus a truncated slide and a MIRAX index); SIGKILLs and
+restarts the inference service twice while it holds leases, and the slide service too; injects
+duplicate finalize events; waits for every upload to reach a terminal job (running the reconcile
+sweep, as Cloud Scheduler would, when progress stalls); audits Firestore against what was
+uploaded (a slide verdict must count every shard and tile exactly once, or it counts as a
+duplicate); and stops the stack. Its last line is
 
     uploads=<n> done=<n> failed=<n> lost=<n> duplicates=<n> stuck=<n>
 
@@ -51,7 +53,7 @@ from healer.stack import control  # noqa: E402
 from healer.stack.config import StackConfig  # noqa: E402
 from healer.stack.eventarc import deliver  # noqa: E402
 from healer_core.ids import job_id_for  # noqa: E402
-from healer_core.schema import Job, JobState  # noqa: E402
+from healer_core.schema import Job, JobKind, JobState  # noqa: E402
 from healer_core.store import JobStore, new_client  # noqa: E402
 
 # Defaults away from the dev stack (80xx) and the tests (180xx); each overridable from the env.
@@ -63,6 +65,7 @@ SOAK_PORTS = {
     "HEALER_RECONCILE_PORT": "37082",
     "HEALER_SERVICE_PORT": "37080",
     "HEALER_CONSOLE_PORT": "37090",
+    "HEALER_SLIDE_PORT": "37083",
 }
 # What the stack's child processes read (they inherit this process's environment).
 SOAK_ENV = {
@@ -76,6 +79,9 @@ SOAK_ENV = {
     "UNPUBLISHED_GRACE_SECONDS": "10",
     "STALE_QUEUED_SECONDS": "60",
     "LOG_LEVEL": "INFO",
+    # Whole slides: small shards (several per slide), one tiling process (a 2-core machine).
+    "SHARD_TILES": "2",
+    "TILING_PROCESSES": "1",
 }
 MAX_FRAMES = 16
 MAX_IMAGE_BYTES = 2_000_000
@@ -203,6 +209,25 @@ def build_uploads(total: int, hostile_share: float, samples: list[Path], seed: i
     return uploads
 
 
+def build_slides(count: int, samples: list[Path], folder: Path, seed: int) -> list[Upload]:
+    """`count` whole slides generated from the sample tiles (10X, a handful of tissue tiles each),
+    plus two bad ones: a truncated slide (unreadable_slide) and a MIRAX index (unsupported_slide)."""
+    from slide_service import synth
+
+    if not count or not samples:
+        return []
+    run = uuid.uuid4().hex[:6]
+    uploads: list[Upload] = []
+    for i in range(count):
+        slide = synth.write_slide(folder / f"slide-{i}.svs", samples, width=4096, height=3072, mpp=1.0, seed=seed + i)
+        uploads.append(Upload(f"soak-{run}/slides/slide-{i}.svs", slide.path.read_bytes(), "image/tiff", "done"))
+    cut = synth.truncate(folder / "slide-0.svs", folder / "cut.svs", 0.5)
+    uploads.append(Upload(f"soak-{run}/slides/cut.svs", cut.read_bytes(), "image/tiff", "unreadable_slide"))
+    mirax = synth.write_mrxs_standin(folder / "case.mrxs")
+    uploads.append(Upload(f"soak-{run}/slides/case.mrxs", mirax.read_bytes(), "", "unsupported_slide"))
+    return uploads
+
+
 def find_samples() -> list[Path]:
     for folder in (REPO.parent / "shared" / "samples", REPO / "samples"):
         found = sorted(p for p in folder.glob("*") if p.suffix in (".tif", ".png")) if folder.is_dir() else []
@@ -253,17 +278,18 @@ def wait_for_leases(store: JobStore, items: list[Uploaded], timeout_s: float = 6
     return held
 
 
-def kill_and_restart_service(cfg: StackConfig) -> float:
-    """SIGKILL the service mid-work and start a new one; returns seconds until it was ready again."""
+def kill_and_restart_service(cfg: StackConfig, name: str = "service") -> float:
+    """SIGKILL a service (`service` or `slide`) mid-work and start a new one; returns seconds until
+    it was ready again."""
     started = time.monotonic()
-    control.stop_component(cfg, "service", timeout_s=5, sig=signal.SIGKILL)
+    (component,) = [c for c in control.app_components(cfg) if c.name == name]
+    control.stop_component(cfg, name, timeout_s=5, sig=signal.SIGKILL)
     # A killed multi-threaded process looks dead (zombie leader) before its last thread has
     # closed the listening socket: wait for the port to be free before starting the next one.
     deadline = time.monotonic() + 15
-    while control._port_open(cfg.host, cfg.service_port) and time.monotonic() < deadline:
+    while control._port_open(cfg.host, component.port) and time.monotonic() < deadline:
         time.sleep(0.1)
-    (service,) = [c for c in control.app_components(cfg) if c.name == "service"]
-    control.start(cfg, service)
+    control.start(cfg, component)
     return time.monotonic() - started
 
 
@@ -375,6 +401,17 @@ def audit(store: JobStore, items: list[Uploaded]) -> dict[str, int]:
             ok = got == item.upload.expect
         if not ok:
             wrong.append(f"{item.upload.name}: expected {item.upload.expect}, got {got}")
+    for item in items:  # a slide verdict counts every shard and every tile exactly once
+        job = jobs.get(item.job_id)
+        if job is not None and job.kind == JobKind.SLIDE and job.state == JobState.DONE and job.slide is not None:
+            s = job.slide
+            if s.shards_done != s.shards_total or s.tiles_scored != s.tiles_total or not s.shards_total:
+                counts["duplicates"] += 1
+                counted = f"shards {s.shards_done}/{s.shards_total}, tiles {s.tiles_scored}/{s.tiles_total}"
+                wrong.append(f"{item.upload.name}: {counted}")
+    slides = [jobs[i.job_id] for i in items if i.job_id in jobs and jobs[i.job_id].kind == JobKind.SLIDE]
+    if slides:
+        say(f"  slides: {len(slides)}, {sum(1 for j in slides if j.state == JobState.DONE)} with a slide verdict")
     for line in wrong[:20]:
         say(f"  unexpected outcome: {line}")
     counts["unexpected"] = len(wrong)
@@ -403,13 +440,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run the reconcile sweep after this many seconds without progress (0: never)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--slides", type=int, default=3, help="whole slides (plus two bad ones) among the uploads")
     args = parser.parse_args(argv)
 
     cfg = soak_config(args.home.resolve())
     r = random.Random(args.seed)
     uploads = build_uploads(args.uploads, args.hostile_share, find_samples(), args.seed)
+    slides = build_slides(args.slides, find_samples(), args.home.resolve() / "slides", args.seed)
+    uploads = uploads + slides
+    random.Random(args.seed).shuffle(uploads)
     hostile = sum(1 for u in uploads if u.expect != "done")
-    say(f"soak: {len(uploads)} uploads ({hostile} hostile), stack home {cfg.home}")
+    say(f"soak: {len(uploads)} uploads ({hostile} hostile, {len(slides)} slides), stack home {cfg.home}")
     started = time.monotonic()
     try:
         bring_up(cfg)
@@ -432,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"phase {phase}: SIGKILL the service while it holds {held} lease(s); back in {back:.1f}s")
             statuses = inject_duplicates(cfg, done, 15, r)
             say(f"phase {phase}: replayed 45 duplicate events: {dict(statuses)}")
+            if phase < 3 and slides:
+                back = kill_and_restart_service(cfg, "slide")
+                say(f"phase {phase}: SIGKILL the slide service; back in {back:.1f}s")
         service_pid = control.running_pid(cfg, "service")
         reconciles = wait_terminal(cfg, store, done, args.timeout, args.sweep_after)
         counts = audit(store, done)

@@ -26,33 +26,15 @@ import tifffile
 from PIL import Image
 
 from healer_core.schema import ErrorCode
+from healer_core.sniff import DICOM_MULTI as _DICOM_MULTI
+from healer_core.sniff import FORMAT_NAMES, MULTI_FILE
+from healer_core.sniff import SUPPORTED_HINT as _SUPPORTED_HINT
 from healer_media.errors import SlideRejected
 from healer_media.imaging import sniff_format
 from slide_service.settings import SlideSettings
 
 __all__ = ["Level", "Slide", "SlideInfo", "SlideLimits", "SlideRejected", "open_slide"]
 
-# OpenSlide's vendor names → what a person calls the format.
-FORMAT_NAMES = {
-    "aperio": "Aperio SVS",
-    "hamamatsu": "Hamamatsu NDPI",
-    "philips": "Philips TIFF",
-    "leica": "Leica SCN",
-    "ventana": "Ventana BIF",
-    "generic-tiff": "Generic tiled TIFF",
-    "trestle": "Trestle TIFF",
-    "sakura": "Sakura SVSlide",
-    "synthetic": "OpenSlide synthetic slide",
-    "zeiss": "Zeiss CZI",
-}
-# Formats whose pixels live in companion files that a single uploaded object cannot carry.
-MULTI_FILE = {
-    ".mrxs": "MIRAX (.mrxs) slides keep their pixels in a directory of Data*.dat files beside the index",
-    ".vms": "Hamamatsu VMS slides are an index plus separate JPEG files",
-    ".vmu": "Hamamatsu VMU slides are an index plus separate image files",
-}
-_DICOM_MULTI = "a DICOM whole-slide image is a folder of instances (one or more per level)"
-_SUPPORTED_HINT = "upload a single-file slide (SVS, NDPI, Philips TIFF, SCN, BIF or a tiled pyramidal TIFF)"
 # Plausible scanner resolutions; outside them the metadata is wrong, not the slide.
 _MPP_RANGE = (0.05, 50.0)
 # A guard on any one read: tiles and mask chunks are far smaller.

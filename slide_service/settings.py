@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The push routes authenticate exactly as the inference service's (inference_service/auth.py).
+from inference_service.settings import GOOGLE_CERTS_URL
 
 
 class SlideSettings(BaseSettings):
-    """Tiling, tissue, shard, budget and aggregation knobs of the slide path (names as documented)."""
+    """The slide path's knobs (tiling, tissue, shards, budgets, aggregation) and the slide service's
+    deployment (project, topics, buckets, the FUSE mount, leases, push authentication); names as
+    documented in README."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
 
@@ -46,6 +51,53 @@ class SlideSettings(BaseSettings):
     heatmap_max_px: int = Field(default=2048, ge=128, le=16384, validation_alias="HEATMAP_MAX_PX")
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+
+    # ---- the deployable (slide_service.app): where jobs, messages, slides and artifacts live ----
+    project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
+    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
+    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
+    # Shard messages go to JOBS_TOPIC (the inference service); tile and finalize come from SLIDES_TOPIC.
+    jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
+    slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
+    publish_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PUBLISH_TIMEOUT_SECONDS")
+    # Shards and thumbnails (lifecycle-deleted) / heatmaps, GeoJSON and thumbnails (kept).
+    work_bucket: str = Field(default="healer-work", validation_alias="WORK_BUCKET")
+    results_bucket: str = Field(default="healer-results", validation_alias="RESULTS_BUCKET")
+    # Where slides are read: a Cloud Storage FUSE mount of the inbox (Cloud Run, /mnt/inbox), or
+    # empty: each slide is downloaded to a temporary file under SLIDE_TMP_DIR (the local stack).
+    slide_mount: str = Field(default="", validation_alias="SLIDE_MOUNT")
+    slide_tmp_dir: str = Field(default="", validation_alias="SLIDE_TMP_DIR")
+    # The slide job's lease while tiling or finalizing (renewed while the work progresses).
+    lease_seconds: float = Field(default=300.0, gt=0, validation_alias="LEASE_SECONDS")
+    # Processes that read and encode tiles (0: one per core, at most 4); every OpenSlide call
+    # runs in a child process, so a slide that crashes OpenSlide fails alone (unreadable_slide).
+    tiling_processes: int = Field(default=0, ge=0, le=64, validation_alias="TILING_PROCESSES")
+    # A tiling still running after this long is abandoned (its processes killed, the job released);
+    # under the push subscription's ack deadline and Cloud Run's request timeout (600 s each).
+    tiling_budget_seconds: float = Field(default=540.0, gt=0, validation_alias="TILING_BUDGET_SECONDS")
+
+    # Push authentication (OIDC), as the inference service's. Empty audience = not verified (local stack).
+    push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
+    push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
+    push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
+    push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
+    # Set by Cloud Run in every container it runs: there, push authentication must be on.
+    k_service: str = Field(default="", validation_alias="K_SERVICE")
+
+    @model_validator(mode="after")
+    def _push_auth_is_real(self) -> SlideSettings:
+        # Anyone with a Google account can mint an ID token for any audience: the audience alone
+        # proves nothing. On Cloud Run an unverified push route would let any caller tile or
+        # finalize slides, so it fails closed.
+        if self.push_audience and not self.push_service_account:
+            raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
+        if self.k_service and not self.push_audience:
+            raise ValueError(
+                "running on Cloud Run (K_SERVICE is set) without PUSH_AUDIENCE: push requests would not be"
+                " authenticated; set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tiles_resolve_against_the_mask(self) -> SlideSettings:

@@ -11,14 +11,19 @@ is. make bench-slide measures tiles/s with 1 and 2 processes.
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from healer_core.schema import ErrorCode
+from healer_media.errors import SlideRejected
 from healer_media.shard import encode_shard, encode_tile, shard_object_name
 from slide_service.grid import TilePlan, TileSpec
+from slide_service.isolation import ChildFailed
 from slide_service.open import Slide, SlideLimits, open_slide
 from slide_service.tiles import read_tile
 
@@ -94,11 +99,13 @@ def parallel_shards(
     shard_tiles: int,
     quality: int,
     processes: int,
+    deadline: float | None = None,
 ) -> Iterator[ShardBlob]:
     """Every shard of the plan, in order, with tiles read and encoded by `processes` worker
     processes (CHUNK_TILES tiles per task, at most two tasks per process in flight) and packed
     here. Memory: one shard's JPEG bytes plus the tasks in flight. A worker's SlideRejected
-    re-raises here."""
+    re-raises here; a worker that crashes (OpenSlide on a corrupt tile) is SlideRejected
+    (unreadable_slide); past `deadline` (time.monotonic()) the workers are killed (ChildFailed)."""
     total = len(plan.tiles)
     chunks = [(start, min(start + CHUNK_TILES, total)) for start in range(0, total, CHUNK_TILES)]
     # spawn, not fork: the parent holds OpenSlide (and maybe threads); a forked copy of them is unsafe.
@@ -113,12 +120,26 @@ def parallel_shards(
             while next_chunk < len(chunks) and len(pending) < 2 * processes:
                 pending.append(pool.submit(_encode_in_worker, *chunks[next_chunk]))
                 next_chunk += 1
-            encoded.extend(pending.popleft().result())
+            encoded.extend(_result(pool, pending.popleft(), deadline))
             done = n * shard_tiles + len(encoded)
             while len(encoded) >= shard_tiles or (encoded and done == total):
                 batch, encoded = encoded[:shard_tiles], encoded[shard_tiles:]
                 yield _pack(plan, job_id, n, shard_tiles, batch)
                 n += 1
+
+
+def _result(pool: ProcessPoolExecutor, future: Future[list[bytes]], deadline: float | None) -> list[bytes]:
+    try:
+        return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except BrokenProcessPool:
+        raise SlideRejected(
+            ErrorCode.UNREADABLE_SLIDE, "Reading the slide's tiles crashed OpenSlide: the file is corrupt."
+        ) from None
+    except TimeoutError:
+        # A hung read: kill the workers (the pool has no public way), or leaving the `with` would wait forever.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise ChildFailed("tiling ran past its budget (TILING_BUDGET_SECONDS)") from None
 
 
 def _pack(plan: TilePlan, job_id: str, n: int, shard_tiles: int, jpegs: list[bytes]) -> ShardBlob:

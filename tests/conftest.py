@@ -38,7 +38,11 @@ TEST_PORTS: dict[str, Any] = {
     "HEALER_RECONCILE_PORT": str(_BASE + 82),
     "HEALER_SERVICE_PORT": str(_BASE + 80),
     "HEALER_CONSOLE_PORT": str(_BASE + 90),
+    "HEALER_SLIDE_PORT": str(_BASE + 83),
 }
+# The stack's slide service in tests: small shards and one tiling process (small slides, 2 cores),
+# a short lease so that a killed slide service's work is retaken within seconds.
+SLIDE_SERVICE_TEST_ENV = {"SHARD_TILES": "2", "TILING_PROCESSES": "1", "LEASE_SECONDS": "8"}
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples"
 # The fixtures that start processes: everything on the emulators goes through the first.
@@ -93,14 +97,17 @@ def stack_cfg(emulator_cfg: StackConfig, tiny_model_dir: Path) -> Iterator[Stack
     reconcile functions, the service on the tiny model, the Eventarc stand-in (and the console
     when it exists), as real subprocesses. Logs under `<home>/logs/`."""
     from healer.stack import control
-    from healer.stack.provision import ensure_bucket, ensure_pubsub
+    from healer.stack.provision import ensure_bucket, ensure_pubsub, ensure_slides_pubsub
 
     cfg = emulator_cfg.model_copy(update={"model_dir": str(tiny_model_dir)})
     ensure_bucket(cfg)
     ensure_pubsub(cfg)
+    ensure_slides_pubsub(cfg)
     started: list[str] = []
     try:
         for comp in control.app_components(cfg):
+            if comp.name == "slide":
+                comp.env.update(SLIDE_SERVICE_TEST_ENV)
             control.start(cfg, comp)
             started.append(comp.name)
         control.write_env_file(cfg)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from google.cloud import storage as gcs  # type: ignore[attr-defined]
     from healer_ingest.config import IngestSettings
     from healer_ingest.ingest import IngestResult
-    from healer_ingest.publisher import PubSubPublisher
+    from healer_ingest.kinds import Classifier
+    from healer_ingest.publisher import Publisher
 
     from healer_core.schema import Job
     from healer_core.store import JobStore
@@ -73,10 +74,18 @@ class Clients:
         return job_store(self.ingest)
 
     @cached_property
-    def publisher(self) -> PubSubPublisher:
+    def publisher(self) -> Publisher:
+        """Job messages to their task's topic (images to the jobs topic, slides to the slides topic)."""
         from healer_ingest.clients import jobs_publisher
 
         return jobs_publisher(self.ingest)
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        """Tells slides from images as the ingest function does (a ranged read of each object)."""
+        from healer_ingest.clients import classifier
+
+        return classifier(self.ingest, self.storage)
 
     def publish(self, job: Job) -> str:
         """Publish the job's message and record the publish on it (as ingest and the sweep do)."""
@@ -95,6 +104,7 @@ class Clients:
             store=self.store,
             publisher=self.publisher,
             max_image_bytes=self.ingest.max_image_bytes,
+            classifier=self.classifier,
         )
 
     def reconcile(self, prefix: str | None, unpublished_grace_s: float | None = None) -> Counter[str]:
@@ -105,5 +115,11 @@ class Clients:
         if unpublished_grace_s is not None:
             settings = settings.model_copy(update={"unpublished_grace_seconds": unpublished_grace_s})
         return reconcile_bucket(
-            self.storage, self.settings.bucket, prefix, store=self.store, publisher=self.publisher, settings=settings
+            self.storage,
+            self.settings.bucket,
+            prefix,
+            store=self.store,
+            publisher=self.publisher,
+            settings=settings,
+            classifier=self.classifier,
         )

@@ -26,10 +26,15 @@ class StackConfig(BaseSettings):
     reconcile_port: int = Field(default=8082, validation_alias="HEALER_RECONCILE_PORT")
     service_port: int = Field(default=8080, validation_alias="HEALER_SERVICE_PORT")
     console_port: int = Field(default=8090, validation_alias="HEALER_CONSOLE_PORT")
+    slide_port: int = Field(default=8083, validation_alias="HEALER_SLIDE_PORT")
     home: Path = Field(default=Path(".healer"), validation_alias="HEALER_HOME")
     model_dir: str = Field(default="", validation_alias="MODEL_DIR")
     jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
     jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
+    # Whole-slide images: their topic (tile, finalize → the slide service) and buckets.
+    slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
+    work_bucket: str = Field(default="healer-work", validation_alias="WORK_BUCKET")
+    results_bucket: str = Field(default="healer-results", validation_alias="RESULTS_BUCKET")
     max_delivery_attempts: int = Field(default=5, ge=5, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
     ack_deadline_seconds: int = Field(default=600, ge=10, le=600, validation_alias="ACK_DEADLINE_SECONDS")
     # The push subscriptions' retry backoff (terraform/pubsub.tf: 10–600 s); the soak shortens it.
@@ -58,6 +63,26 @@ class StackConfig(BaseSettings):
     @property
     def dead_letter_pull_subscription(self) -> str:
         return f"{self.dead_letter_topic}-hold"
+
+    @property
+    def slides_dead_letter_topic(self) -> str:
+        return f"{self.slides_topic}-dead-letter"
+
+    @property
+    def slides_push_subscription(self) -> str:
+        return f"{self.slides_topic}-push"
+
+    @property
+    def slides_dead_letter_push_subscription(self) -> str:
+        return f"{self.slides_dead_letter_topic}-push"
+
+    @property
+    def slides_dead_letter_pull_subscription(self) -> str:
+        return f"{self.slides_dead_letter_topic}-hold"
+
+    @property
+    def slide_url(self) -> str:
+        return f"http://{self.host}:{self.slide_port}"
 
     @property
     def storage_url(self) -> str:
@@ -110,6 +135,10 @@ class StackConfig(BaseSettings):
             "HEALER_RECONCILE_PORT": str(self.reconcile_port),
             "HEALER_SERVICE_PORT": str(self.service_port),
             "HEALER_CONSOLE_PORT": str(self.console_port),
+            "HEALER_SLIDE_PORT": str(self.slide_port),
+            "SLIDES_TOPIC": self.slides_topic,
+            "WORK_BUCKET": self.work_bucket,
+            "RESULTS_BUCKET": self.results_bucket,
             "HEALER_HOME": str(self.home.resolve()),
             "JOBS_TOPIC": self.jobs_topic,
             "JOBS_COLLECTION": self.jobs_collection,

@@ -197,6 +197,25 @@ def app_components(cfg: StackConfig) -> list[Component]:
             lambda: True,
         ),
         Component(
+            "slide",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "slide_service.app:create_app",
+                "--host",
+                h,
+                "--port",
+                str(cfg.slide_port),
+                "--timeout-graceful-shutdown",
+                "8",
+                "--no-access-log",
+            ],
+            cfg.slide_port,
+            _http_ok(f"{cfg.slide_url}/readyz"),
+        ),
+        Component(
             "eventarc",
             [sys.executable, "-m", "healer.stack.eventarc"],
             0,
@@ -346,10 +365,11 @@ def up(cfg: StackConfig | None = None, echo: Callable[[str], None] = lambda _: N
     for comp in emulator_components(cfg):
         if start(cfg, comp):
             echo(f"started {comp.name} on {cfg.host}:{comp.port}")
-    from healer.stack.provision import ensure_bucket, ensure_pubsub
+    from healer.stack.provision import ensure_bucket, ensure_pubsub, ensure_slides_pubsub
 
     ensure_bucket(cfg)
     ensure_pubsub(cfg)
+    ensure_slides_pubsub(cfg)
     echo("provisioned bucket, topics and subscriptions")
     ensure_model(cfg)
     for comp in app_components(cfg):
@@ -364,6 +384,7 @@ ALL_COMPONENTS = [
     "scheduler",
     "eventarc",
     "push",
+    "slide",
     "service",
     "reconcile",
     "ingest",

@@ -12,10 +12,13 @@ import logging
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from healer_core.schema import Job
+from healer_core.schema import Job, Task
 from healer_core.store import DeadLetterAction
+from healer_core.topics import is_slide_task
 from inference_service.auth import require_push_auth
 from inference_service.envelope import BadEnvelope, parse_envelope
+from inference_service.shard_dead_letter import settle_dead_shard
+from inference_service.shard_worker import process_shard
 from inference_service.worker import STATUS_FOR, Outcome, process_job
 
 router = APIRouter(prefix="/pubsub", dependencies=[Depends(require_push_auth)])
@@ -35,6 +38,13 @@ async def push(request: Request) -> Response:
     except BadEnvelope as exc:
         log.error("bad push envelope", extra={"reason": str(exc)})
         return JSONResponse({"detail": str(exc)}, status_code=400)
+    if message.task == Task.SHARD:  # shards have their own admission (MAX_SHARDS_IN_FLIGHT)
+        return Response(status_code=STATUS_FOR[await process_shard(message, runtime.shards)])
+    if is_slide_task(message.task):
+        # Not ours (a slide step on the jobs topic): redelivering cannot help; the job is still
+        # recorded, and the sweep republishes it to the slides topic.
+        log.error("message for the slide service acknowledged", extra={"job_id": message.job_id})
+        return Response(status_code=204)
     inference = runtime.inference
     if not inference.try_admit():
         return Response(status_code=STATUS_FOR[Outcome.BUSY])  # before Firestore: nothing leased
@@ -64,6 +74,11 @@ async def dead_letter(request: Request) -> Response:
         log.error("unreadable dead letter acknowledged", extra={"reason": str(exc)})
         return Response(status_code=204)
     settings = runtime.settings
+    if message.task == Task.SHARD:  # a shard of a slide: its own rules (shard_dead_letter.py)
+        status = await settle_dead_shard(
+            message, runtime.shards, settings.max_delivery_attempts, settings.dead_letter_give_up_seconds
+        )
+        return Response(status_code=status)
     store = runtime.store
     result = await asyncio.to_thread(
         store.settle_dead_letter,

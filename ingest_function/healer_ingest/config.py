@@ -28,6 +28,11 @@ class IngestSettings(BaseSettings):
     unpublished_grace_seconds: float = Field(default=120.0, ge=0, validation_alias="UNPUBLISHED_GRACE_SECONDS")
     # The sweep republishes a published, queued job nobody touched for this long (lost message).
     stale_queued_seconds: float = Field(default=3600.0, gt=0, validation_alias="STALE_QUEUED_SECONDS")
+    # Whole-slide images (docs/SLIDES.md): ingest tells them from images by their first bytes.
+    # Slide jobs are published to SLIDES_TOPIC; a tiled TIFF over either image limit is a slide.
+    slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")
+    max_image_pixels: int = Field(default=178_956_970, ge=1, validation_alias="MAX_IMAGE_PIXELS")
+    max_slide_bytes: int = Field(default=10 * 1000**3, ge=1, validation_alias="MAX_SLIDE_BYTES")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
 

@@ -11,11 +11,12 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core import logs
 from healer_core.store import JobStore
-from healer_ingest.clients import job_store, jobs_publisher
+from healer_ingest.clients import classifier, job_store, jobs_publisher
 from healer_ingest.config import get_settings
 from healer_ingest.event import MalformedEvent, parse_event
 from healer_ingest.ingest import ingest_object
-from healer_ingest.publisher import PubSubPublisher
+from healer_ingest.kinds import Classifier
+from healer_ingest.publisher import Publisher
 from healer_ingest.reconcile import reconcile_bucket
 
 log = logging.getLogger("healer.ingest")
@@ -27,8 +28,13 @@ def _store() -> JobStore:
 
 
 @lru_cache(maxsize=1)
-def _publisher() -> PubSubPublisher:
+def _publisher() -> Publisher:
     return jobs_publisher(get_settings())
+
+
+@lru_cache(maxsize=1)
+def _classifier() -> Classifier:
+    return classifier(get_settings())
 
 
 def handle_event(event: CloudEvent) -> None:
@@ -50,6 +56,7 @@ def handle_event(event: CloudEvent) -> None:
         store=_store(),
         publisher=_publisher(),
         max_image_bytes=get_settings().max_image_bytes,
+        classifier=_classifier(),
     )
 
 
@@ -61,5 +68,7 @@ def handle_reconcile(request: Any) -> tuple[dict[str, object], int]:
     bucket = request.args.get("bucket") or body.get("bucket") or s.bucket
     prefix = request.args.get("prefix") or body.get("prefix")
     client = storage.Client(project=s.project_id)
-    counts = reconcile_bucket(client, bucket, prefix, store=_store(), publisher=_publisher(), settings=s)
+    counts = reconcile_bucket(
+        client, bucket, prefix, store=_store(), publisher=_publisher(), settings=s, classifier=_classifier()
+    )
     return {"bucket": bucket, "counts": dict(counts)}, 200

@@ -24,7 +24,9 @@ from healer_core.store import JobStore, utcnow
 from healer_ingest.config import IngestSettings
 from healer_ingest.event import StorageObject, object_from_blob
 from healer_ingest.ingest import Outcome, ingest_object
+from healer_ingest.kinds import Classifier
 from healer_ingest.publisher import Publisher, publish_job
+from healer_ingest.slide_sweep import sweep_slides
 
 log = logging.getLogger("healer.reconcile")
 
@@ -43,6 +45,7 @@ def reconcile_bucket(
     store: JobStore,
     publisher: Publisher,
     settings: IngestSettings,
+    classifier: Classifier | None = None,
 ) -> Counter[str]:
     """`reconcile` over one bucket (or prefix) with the limits and grace periods of `settings`.
 
@@ -55,6 +58,7 @@ def reconcile_bucket(
         max_image_bytes=settings.max_image_bytes,
         unpublished_grace_s=settings.unpublished_grace_seconds,
         stale_queued_s=settings.stale_queued_seconds,
+        classifier=classifier,
     )
 
 
@@ -73,6 +77,7 @@ def reconcile(
     unpublished_grace_s: float,
     sweep: bool = True,
     stale_queued_s: float,
+    classifier: Classifier | None = None,
 ) -> Counter[str]:
     """Ingest objects with no job; republish stale unpublished jobs; then (`sweep`) requeue and
     republish stuck jobs across the collection. Returns counts by outcome."""
@@ -90,6 +95,7 @@ def reconcile(
                     store=store,
                     publisher=publisher,
                     max_image_bytes=max_image_bytes,
+                    classifier=classifier,
                 )
                 counts[f"ingested_{result.outcome}"] += 1
             elif (
@@ -106,6 +112,7 @@ def reconcile(
         counts.update(
             sweep_stuck(store, publisher, unpublished_grace_s=unpublished_grace_s, stale_queued_s=stale_queued_s)
         )
+        counts.update(sweep_slides(store, publisher, unpublished_grace_s=unpublished_grace_s, stale_s=stale_queued_s))
     log.info("reconcile finished", extra={"counts": dict(counts)})
     return counts
 

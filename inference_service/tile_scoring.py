@@ -1,0 +1,84 @@
+"""Admission and scoring for shards: a shard's many tiles go through the same micro-batcher and
+engine as single images, without starving them, being refused halfway, or holding memory unbounded.
+
+- A shard is admitted only while fewer than MAX_SHARDS_IN_FLIGHT shards run in this process
+  (each holds its decoded tiles: 64 tiles of 896 px are ~150 MB). A push that finds no room waits
+  up to ADMISSION_WAIT_S for one, then is refused with 429 *before* its lease is taken, so a
+  refusal costs a Pub/Sub redelivery, not a Firestore write or an attempt.
+- An admitted shard's tiles enter the batcher through at most `tile_slots` (MAX_BATCH_SIZE)
+  places shared by all shards of the process, as `reserved` requests: never refused by
+  MAX_QUEUE (a shard is never cut off halfway), and never counted against it (single images keep
+  every one of their MAX_QUEUE places). The batcher serves requests oldest first, so a single
+  image waits behind at most `tile_slots` shard tiles — about one batch — however many shards
+  are queued.
+- Tiles run verdict-only (no explanation): one forward pass, no generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from PIL.Image import Image
+
+from healer_core.schema import ErrorCode
+from healer_media.errors import TransientError
+from inference_service.batcher import BatchedResult, BatcherStopped
+from inference_service.inference import Inference
+
+ADMISSION_WAIT_S = 30.0
+
+
+class TileScorer:
+    """Scores the tiles of shards through `inference`'s batcher (see the module docstring)."""
+
+    def __init__(self, inference: Inference, max_shards: int, tile_slots: int) -> None:
+        self.inference = inference
+        self.max_shards = max_shards
+        self._shards = asyncio.Semaphore(max_shards)
+        self._tiles = asyncio.Semaphore(tile_slots)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> AsyncIterator[bool]:
+        """`async with scorer.admitted() as ok:` ok is True while this shard holds a place."""
+        try:
+            await asyncio.wait_for(self._shards.acquire(), timeout=wait_s)
+        except TimeoutError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._shards.release()
+
+    async def score(self, images: Sequence[Image]) -> tuple[list[float], float]:
+        """P(yes) per image, in order, and the milliseconds it took. Raises TransientError when the
+        service stops meanwhile or a tile has no score; anything the engine raised, as it was."""
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(self._one(image)) for image in images]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        scores: list[float] = []
+        for outcome in outcomes:
+            p_yes = outcome.result.p_yes
+            if p_yes is None:
+                raise TransientError(ErrorCode.ENGINE_ERROR, "the model gave a tile no probability")
+            scores.append(float(p_yes))
+        return scores, (time.perf_counter() - started) * 1000.0
+
+    async def _one(self, image: Image) -> BatchedResult:
+        async with self._tiles:
+            if not self.inference.batcher.running:
+                raise TransientError(ErrorCode.ENGINE_ERROR, "service shutting down")
+            item = await self.inference.prepare(image)
+            try:
+                return await self.inference.batcher.submit(item, False, reserved=True)
+            except BatcherStopped as exc:
+                raise TransientError(ErrorCode.ENGINE_ERROR, "service shutting down") from exc
