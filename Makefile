@@ -48,7 +48,7 @@ down: ## stop exactly what `make up` started
 status: $(STAMP) ## show the local stack's processes
 	$(PY) -m healer.stack status
 
-TYPED := healer_core healer_media ingest_function/healer_ingest inference_service slide_service healer console/backend tests
+TYPED := healer_core healer_media healer_push ingest_function/healer_ingest inference_service slide_service healer console/backend tests
 
 lint: $(STAMP) ## ruff (lint and format) and mypy
 	$(PY) -m ruff check .

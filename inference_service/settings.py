@@ -6,15 +6,15 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-# Google's signing certificates for ID tokens, as {key id: PEM certificate}.
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+from healer_push.settings import PushAuthSettings
+
 # Cloud Run sends SIGKILL this long after SIGTERM (https://cloud.google.com/run/docs/container-contract).
 CLOUD_RUN_SIGKILL_SECONDS = 10
 
 
-class Settings(BaseSettings):
+class Settings(PushAuthSettings):
     """Every knob of the inference service, read from the environment (names as documented)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
@@ -112,15 +112,6 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = Field(default=5, ge=1, le=100, validation_alias="MAX_DELIVERY_ATTEMPTS")
     dead_letter_give_up_seconds: float = Field(default=21600.0, ge=0, validation_alias="DEAD_LETTER_GIVE_UP_SECONDS")
 
-    # Push authentication (OIDC). Empty audience = not verified (local stack).
-    push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
-    push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
-    push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
-    # A token minted a moment ago by a clock slightly ahead of ours is "used too early" without it.
-    push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
-    # Set by Cloud Run in every container it runs (https://cloud.google.com/run/docs/container-contract).
-    k_service: str = Field(default="", validation_alias="K_SERVICE")
-
     @field_validator("dtype")
     @classmethod
     def _no_float16(cls, value: str) -> str:
@@ -155,20 +146,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"MAX_BATCH_SIZE ({self.max_batch_size}) must not exceed MAX_QUEUE ({self.max_queue}): "
                 "a batch is taken from the queue"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _push_auth_needs_an_account(self) -> Settings:
-        # Anyone with a Google account can mint an ID token for any audience: the audience
-        # alone proves nothing, so verifying without the service account would be theatre.
-        if self.push_audience and not self.push_service_account:
-            raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
-        # Fail closed: on Cloud Run an unverified push route would let any caller write verdicts.
-        if self.k_service and not self.push_audience:
-            raise ValueError(
-                "running on Cloud Run (K_SERVICE is set) without PUSH_AUDIENCE: push requests would not be "
-                "authenticated; set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"
             )
         return self
 

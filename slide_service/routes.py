@@ -1,7 +1,7 @@
 """The slide service's HTTP routes: health, readiness and the two Pub/Sub push endpoints.
 
 The push routes require the push subscription's OIDC token when PUSH_AUDIENCE is set, verified
-exactly as the inference service verifies its own (`inference_service.auth`).
+exactly as the inference service verifies its own (`healer_push.auth`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from healer_core.schema import Task
-from inference_service.auth import require_push_auth
-from inference_service.envelope import BadEnvelope, parse_envelope
+from healer_push.auth import require_push_auth
+from healer_push.envelope import BadEnvelope, parse_envelope
 from slide_service import dead_letters
 from slide_service.finalize import run_finalize
 from slide_service.outcome import STATUS_FOR

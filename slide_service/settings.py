@@ -9,13 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-# The push routes authenticate exactly as the inference service's (inference_service/auth.py).
-from inference_service.settings import GOOGLE_CERTS_URL
+from healer_push.settings import PushAuthSettings
 
 
-class SlideSettings(BaseSettings):
+class SlideSettings(PushAuthSettings):
     """The slide path's knobs (tiling, tissue, shards, budgets, aggregation) and the slide service's
     deployment (project, topics, buckets, the FUSE mount, leases, push authentication); names as
     documented in README."""
@@ -76,28 +75,6 @@ class SlideSettings(BaseSettings):
     # A tiling still running after this long is abandoned (its processes killed, the job released);
     # under the push subscription's ack deadline and Cloud Run's request timeout (600 s each).
     tiling_budget_seconds: float = Field(default=540.0, gt=0, validation_alias="TILING_BUDGET_SECONDS")
-
-    # Push authentication (OIDC), as the inference service's. Empty audience = not verified (local stack).
-    push_audience: str = Field(default="", validation_alias="PUSH_AUDIENCE")
-    push_service_account: str = Field(default="", validation_alias="PUSH_SERVICE_ACCOUNT")
-    push_certs_url: str = Field(default=GOOGLE_CERTS_URL, validation_alias="PUSH_CERTS_URL")
-    push_clock_skew_seconds: int = Field(default=10, ge=0, le=300, validation_alias="PUSH_CLOCK_SKEW_SECONDS")
-    # Set by Cloud Run in every container it runs: there, push authentication must be on.
-    k_service: str = Field(default="", validation_alias="K_SERVICE")
-
-    @model_validator(mode="after")
-    def _push_auth_is_real(self) -> SlideSettings:
-        # Anyone with a Google account can mint an ID token for any audience: the audience alone
-        # proves nothing. On Cloud Run an unverified push route would let any caller tile or
-        # finalize slides, so it fails closed.
-        if self.push_audience and not self.push_service_account:
-            raise ValueError("PUSH_AUDIENCE is set but PUSH_SERVICE_ACCOUNT is not")
-        if self.k_service and not self.push_audience:
-            raise ValueError(
-                "running on Cloud Run (K_SERVICE is set) without PUSH_AUDIENCE: push requests would not be"
-                " authenticated; set PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"
-            )
-        return self
 
     @model_validator(mode="after")
     def _tiles_resolve_against_the_mask(self) -> SlideSettings:

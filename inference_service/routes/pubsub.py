@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from healer_core.schema import Job, Task
 from healer_core.store import DeadLetterAction
 from healer_core.topics import is_slide_task
-from inference_service.auth import require_push_auth
-from inference_service.envelope import BadEnvelope, parse_envelope
+from healer_push.auth import require_push_auth
+from healer_push.envelope import BadEnvelope, parse_envelope
 from inference_service.shard_dead_letter import settle_dead_shard
 from inference_service.shard_worker import process_shard
 from inference_service.worker import STATUS_FOR, Outcome, process_job

@@ -140,7 +140,7 @@ def test_dockerignore_keeps_the_context_minimal() -> None:
     rules = [ln for ln in lines if ln and not ln.startswith("#")]
     assert rules[0] == "*", "exclude everything, then allow what the image needs"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert {"pyproject.toml", "healer_core", "healer_media", "inference_service"} <= allowed
+    assert {"pyproject.toml", "healer_core", "healer_media", "healer_push", "inference_service"} <= allowed
     assert not allowed & {".venv", ".healer", "terraform", "models", "tests", ".git"}
 
 
@@ -312,7 +312,7 @@ def test_slide_build_context_holds_only_what_the_image_copies() -> None:
     rules = [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert rules[0] == "*", "exclude everything, then allow what the image needs"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert allowed == {"requirements/slide.txt", "healer_core", "healer_media", "slide_service"}
+    assert allowed == {"requirements/slide.txt", "healer_core", "healer_media", "healer_push", "slide_service"}
     copied = {i.args.split()[0].rstrip("/") for i in parse(SLIDE_DOCKERFILE.read_text()) if i.keyword == "COPY"}
     assert copied == allowed, f"COPY {copied} vs context {allowed}"
 
@@ -328,3 +328,65 @@ def test_the_pipeline_builds_deploys_and_promotes_the_slide_image(cloudbuild: di
     mk = (REPO / "make" / "deploy.mk").read_text()
     assert "digest_of,healer-slide" in mk and 'SLIDE_IMAGE="$(IMAGE_REPO)/healer-slide@' in mk
     assert "_SLIDE_IMAGE=$(SLIDE_IMAGE)" in mk
+
+
+# ── every image carries the project's packages its code imports ─────────────────────────────
+
+LOCAL_PACKAGES = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+
+
+def _module_file(module: str) -> Path | None:
+    """The repository file of a dotted module name (a package's `__init__.py`), or None."""
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_files(start: list[Path]) -> set[Path]:
+    """The repository's Python files reachable from `start` through imports (absolute ones and
+    relative ones, at any depth of each file), with the `__init__.py` of every package on the way."""
+    import ast
+
+    seen: set[Path] = set()
+    todo = list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        parts = path.relative_to(REPO).with_suffix("").parts
+        todo += [f for n in range(1, len(parts)) if (f := _module_file(".".join(parts[:n]))) is not None]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                package = parts[: len(parts) - node.level] if node.level else ()
+                base = ".".join([*package, node.module] if node.module else package)
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                if name.split(".")[0] in LOCAL_PACKAGES and (found := _module_file(name)) is not None:
+                    todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "entry"),
+    [
+        ("inference_service/Dockerfile", "inference_service/app.py"),
+        ("slide_service/Dockerfile", "slide_service/app.py"),
+        ("console/Dockerfile", "console/backend/app.py"),
+    ],
+)
+def test_each_image_copies_every_project_file_its_app_imports(dockerfile: str, entry: str) -> None:
+    # The slide service once imported the inference service's push code while its image copied
+    # only healer_core, healer_media and slide_service: the build's import check would have failed.
+    steps = parse((REPO / dockerfile).read_text())
+    copied = [
+        REPO / a for i in steps if i.keyword == "COPY" and not i.args.startswith("--") for a in i.args.split()[:-1]
+    ]
+    needed = _imported_files([REPO / entry])
+    missing = sorted(str(f.relative_to(REPO)) for f in needed if not any(f == c or c in f.parents for c in copied))
+    assert not missing, f"{dockerfile} does not copy {missing}"

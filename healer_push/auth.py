@@ -27,7 +27,7 @@ import google.auth.transport.requests
 from fastapi import HTTPException, Request
 from google.oauth2 import id_token
 
-from inference_service.settings import Settings
+from healer_push.settings import PushAuthSettings
 
 log = logging.getLogger("healer.auth")
 
@@ -127,7 +127,7 @@ class PushVerifier:
 
 def verifier_for(request: Request) -> PushVerifier | None:
     """The app's verifier (built on first use), or None when push authentication is off."""
-    settings: Settings = request.app.state.runtime.settings
+    settings: PushAuthSettings = request.app.state.runtime.settings
     if not settings.push_audience:
         return None
     verifier: PushVerifier | None = getattr(request.app.state, "push_verifier", None)
