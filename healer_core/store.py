@@ -7,6 +7,8 @@ worker and exactly one verdict. Writes after the lease are fenced by the lease `
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from google.cloud import firestore
 from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobKind, JobState, Slide, SlideStage, Verdict
 
 TRANSACTION_ATTEMPTS = 12
+CREATE_ATTEMPTS = 8
 
 
 def _is_contention(exc: ValueError) -> bool:
@@ -232,10 +235,23 @@ class JobStore:
         return data
 
     def create(self, job: Job) -> tuple[bool, Job]:
-        """Create the job if absent. Returns (created, the stored job)."""
+        """Create the job if absent. Returns (created, the stored job).
+
+        Many duplicate events create one document at once: Firestore answers the losers
+        ALREADY_EXISTS, or ABORTED when their commits contend (the emulator's lock timeout), which
+        it documents as safe to retry: the create is retried with jittered backoff, then the loser
+        finds the document and reports it as existing.
+        """
         data = self._new_document(job)
         try:
-            self._ref(job.job_id).create(data)
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    self._ref(job.job_id).create(data)
+                    break
+                except gexc.Aborted:
+                    if attempt == CREATE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
         except gexc.AlreadyExists:
             existing = self.get(job.job_id)
             if existing is None:  # deleted in between: vanishingly rare, treat as fresh

@@ -28,6 +28,34 @@ def test_create_is_create_if_absent(store: JobStore) -> None:
     assert not created and again.event_id == job.event_id
 
 
+def test_a_create_that_contends_with_a_transaction_is_retried_not_an_error(store: JobStore) -> None:
+    # Duplicate events of one upload contend for its document: a commit that waits on another's
+    # lock is aborted (ABORTED; the emulator's "Transaction lock timeout", ~2 s), which Firestore
+    # documents as retryable. Ingest must retry it, not answer the event with a 500.
+    import threading
+
+    from google.cloud import firestore
+
+    from healer_core.ids import job_id_for
+
+    job = Job(job_id=job_id_for("inbox", "contended.png", 9), bucket="inbox", name="contended.png", generation=9)
+    ref = store.collection.document(job.job_id)
+    holding = threading.Event()
+
+    @firestore.transactional
+    def hold_the_document(txn: firestore.Transaction) -> None:
+        ref.get(transaction=txn)  # the emulator locks what a transaction reads
+        holding.set()
+        time.sleep(3.0)  # longer than the lock timeout: the first create is aborted
+
+    holder = threading.Thread(target=hold_the_document, args=(store.client.transaction(),))
+    holder.start()
+    assert holding.wait(10)
+    created, stored = store.create(job)
+    holder.join()
+    assert created and stored.job_id == job.job_id
+
+
 def test_sixteen_concurrent_workers_one_lease(store: JobStore) -> None:
     job = new_job(store)
     with ThreadPoolExecutor(16) as pool:
