@@ -6,14 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from healer_core import logs
 from healer_core.publisher import Publisher
 from healer_core.store import JobStore
 from healer_media.blobs import BlobSource
-from healer_media.errors import Busy, TransientError
+from inference_service import http_errors
 from inference_service.engine.base import Engine
 from inference_service.routes import health, predict, pubsub
 from inference_service.runtime import Runtime
@@ -46,18 +45,5 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(pubsub.router)
 
-    @app.exception_handler(Busy)
-    async def _busy(_: Request, exc: Busy) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "1"})
-
-    @app.exception_handler(TransientError)
-    async def _transient(_: Request, exc: TransientError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Any non-2xx makes Pub/Sub redeliver: an unexpected fault is a retry, never a silent ack.
-        log.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return JSONResponse({"detail": "internal error"}, status_code=503)
-
+    http_errors.install(app)
     return app

@@ -12,13 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core import logs
 from healer_core.publisher import Publisher
 from healer_core.store import JobStore
+from healer_push.http import PUSH_ERRORS, install_error_table
 from slide_service import routes
 from slide_service.runtime import SlideRuntime
 from slide_service.settings import SlideSettings, get_settings
@@ -49,10 +49,6 @@ def create_app(
     app.include_router(routes.health)
     app.include_router(routes.pubsub)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Any non-2xx makes Pub/Sub redeliver: an unexpected fault is a retry, never a silent ack.
-        log.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return JSONResponse({"detail": "internal error"}, status_code=503)
-
+    # The error table: bad envelope 400, not ready 503, anything unexpected 503 (a retry).
+    install_error_table(app, PUSH_ERRORS)
     return app

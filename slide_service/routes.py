@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from healer_core.schema import Task
 from healer_push.auth import require_push_auth
-from healer_push.envelope import BadEnvelope, parse_envelope
+from healer_push.http import DeadLetter, PushMessage
 from slide_service import dead_letters
+from slide_service.deps import ReadyRuntime, RuntimeDep
 from slide_service.finalize import run_finalize
 from slide_service.outcome import STATUS_FOR
-from slide_service.runtime import SlideRuntime
 from slide_service.tiling import run_tile
 
 health = APIRouter()
@@ -33,25 +33,17 @@ async def healthz() -> dict[str, str]:
 
 
 @health.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: started and not draining (the service holds no model)."""
-    runtime: SlideRuntime = request.app.state.runtime
     if runtime.ready and not runtime.draining:
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "draining" if runtime.draining else "starting"}, 503)
 
 
 @pubsub.post("/push", status_code=204)
-async def push(request: Request) -> Response:
-    """One `tile` or `finalize` message: 204 handled, 429 held elsewhere, 503 retry later."""
-    runtime: SlideRuntime = request.app.state.runtime
-    if runtime.draining or not runtime.ready:
-        return JSONResponse({"detail": "not ready"}, status_code=503, headers={"Retry-After": "10"})
-    try:
-        message = parse_envelope(await request.body()).job_message()
-    except BadEnvelope as exc:
-        log.error("bad push envelope", extra={"reason": str(exc)})
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+async def push(runtime: ReadyRuntime, message: PushMessage) -> Response:
+    """One `tile` or `finalize` message: 204 handled, 429 held elsewhere, 503 retry later (not
+    ready: 503; not an envelope: 400 — healer_push.http's error table)."""
     if message.task == Task.TILE:
         step = await run_tile(message, runtime)
     elif message.task == Task.FINALIZE:
@@ -66,15 +58,9 @@ async def push(request: Request) -> Response:
 
 
 @pubsub.post("/dead-letter", status_code=204)
-async def dead_letter(request: Request) -> Response:
+async def dead_letter(runtime: RuntimeDep, envelope: DeadLetter) -> Response:
     """A `tile` or `finalize` message that exhausted its delivery attempts (`dead_letters`)."""
-    runtime: SlideRuntime = request.app.state.runtime
-    try:
-        envelope = parse_envelope(await request.body())
-        message = envelope.job_message()
-    except BadEnvelope as exc:
-        # Retrying cannot fix it; the dead-letter pull subscription still retains the message.
-        log.error("unreadable dead letter acknowledged", extra={"reason": str(exc)})
+    if envelope is None:  # unreadable: acknowledged (healer_push.http.dead_letter_envelope)
         return Response(status_code=204)
-    status = await dead_letters.settle(message, runtime, envelope.delivery_attempt)
+    status = await dead_letters.settle(envelope.job_message(), runtime, envelope.delivery_attempt)
     return Response(status_code=status)

@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from healer_core.schema import ErrorCode, Timings, Verdict
-from healer_media.errors import Busy, ImageRejected
+from healer_media.errors import ImageRejected
 from healer_media.imaging import decode_image
+from inference_service.deps import ReadyRuntime, RuntimeDep
 from inference_service.worker import build_verdict
 
 router = APIRouter()
@@ -27,12 +28,6 @@ router = APIRouter()
 # Room for the multipart envelope around the file: boundaries, part headers, a small field or two.
 MULTIPART_ALLOWANCE = 64 * 1024
 FIELD = "image_file"
-
-_STATUS_FOR_CODE = {
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.NOT_AN_IMAGE: 415,
-    ErrorCode.UNSUPPORTED_IMAGE: 415,
-}
 
 # The request body FastAPI would document for `image_file: UploadFile = File()`; the route parses
 # the body itself so that it can stop reading at the limit.
@@ -62,10 +57,8 @@ class _BodyTooLarge(Exception):
     """The request body passed the byte limit while it was being read."""
 
 
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        413, {"code": ErrorCode.TOO_LARGE, "message": f"The upload is larger than the limit of {limit} bytes."}
-    )
+def _too_large(limit: int) -> ImageRejected:
+    return ImageRejected(ErrorCode.TOO_LARGE, f"The upload is larger than the limit of {limit} bytes.")
 
 
 async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -76,6 +69,12 @@ async def _counted(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         if seen > limit:
             raise _BodyTooLarge
         yield chunk
+
+
+def refuse_declared_oversize(request: Request, runtime: RuntimeDep) -> None:
+    """The route's first dependency: a body whose Content-Length is over the limit is refused
+    before any of it is read, even before readiness is checked."""
+    check_declared_length(request, runtime.limits.max_bytes)
 
 
 def check_declared_length(request: Request, max_bytes: int) -> None:
@@ -112,32 +111,30 @@ async def read_image_field(request: Request, max_bytes: int) -> bytes:
         await form.close()
 
 
-@router.post("/predict", response_model=PredictResponse, openapi_extra=_OPENAPI_BODY)
-async def predict(request: Request) -> PredictResponse:
-    """Screen one uploaded image. 413 too large, 415 not an image, 422 corrupt, 429 busy."""
-    runtime = request.app.state.runtime
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    openapi_extra=_OPENAPI_BODY,
+    dependencies=[Depends(refuse_declared_oversize)],
+)
+async def predict(request: Request, runtime: ReadyRuntime) -> PredictResponse:
+    """Screen one uploaded image. 413 too large, 415 not an image, 422 corrupt, 429 busy
+    (the statuses: inference_service/http_errors.py)."""
     limits = runtime.limits
-    check_declared_length(request, limits.max_bytes)  # first: an oversize body is never read
-    if not runtime.ready:
-        raise HTTPException(503, "model is not ready", headers={"Retry-After": "10"})
     start = time.perf_counter()
     data = await read_image_field(request, limits.max_bytes)
-    try:
-        t0 = time.perf_counter()
-        image = await asyncio.to_thread(decode_image, data, limits)
-        decode_ms = (time.perf_counter() - t0) * 1000.0
-    except ImageRejected as exc:
-        raise HTTPException(_STATUS_FOR_CODE.get(exc.code, 422), {"code": exc.code, "message": exc.message}) from exc
-    try:
-        result, queue_ms, inference_ms = await runtime.inference.run(image, runtime.settings.explain)
-    except Busy as exc:
-        raise HTTPException(429, "busy: too many images queued", headers={"Retry-After": "1"}) from exc
+    t0 = time.perf_counter()
+    image = await asyncio.to_thread(decode_image, data, limits)
+    decode_ms = (time.perf_counter() - t0) * 1000.0
+    inference = runtime.inference
+    assert inference is not None  # ready
+    result, queue_ms, inference_ms = await inference.run(image, runtime.settings.explain)
     timings = Timings(
         decode=round(decode_ms, 2),
         queue=queue_ms,
         inference=inference_ms,
         total=round((time.perf_counter() - start) * 1000.0, 2),
     )
-    verdict = build_verdict(result, runtime.inference.info, timings)
+    verdict = build_verdict(result, inference.info, timings)
     diagnosis = f"{verdict.answer.capitalize()}. {verdict.explanation}".strip()
     return PredictResponse(**verdict.model_dump(), diagnosis=diagnosis)

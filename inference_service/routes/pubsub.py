@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from healer_core.schema import Job, Task
 from healer_core.store import DeadLetterAction
 from healer_core.topics import is_slide_task
 from healer_push.auth import require_push_auth
-from healer_push.envelope import BadEnvelope, parse_envelope
+from healer_push.http import DeadLetter, PushMessage
+from inference_service.deps import ReadyRuntime, RuntimeDep
 from inference_service.shard_dead_letter import settle_dead_shard
 from inference_service.shard_worker import process_shard
 from inference_service.worker import STATUS_FOR, Outcome, process_job
@@ -28,16 +29,9 @@ SOURCE_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 
 
 @router.post("/push", status_code=204)
-async def push(request: Request) -> Response:
-    """One job from the push subscription: 204 handled, 429 busy/held, 503 retry later."""
-    runtime = request.app.state.runtime
-    if runtime.draining or not runtime.ready:
-        return JSONResponse({"detail": "not ready"}, status_code=503, headers={"Retry-After": "10"})
-    try:
-        message = parse_envelope(await request.body()).job_message()
-    except BadEnvelope as exc:
-        log.error("bad push envelope", extra={"reason": str(exc)})
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+async def push(runtime: ReadyRuntime, message: PushMessage) -> Response:
+    """One job from the push subscription: 204 handled, 429 busy/held, 503 retry later (not
+    ready: 503 before the body is read; not an envelope: 400 — inference_service/http_errors.py)."""
     if message.task == Task.SHARD:  # shards have their own admission (MAX_SHARDS_IN_FLIGHT)
         return Response(status_code=STATUS_FOR[await process_shard(message, runtime.shards)])
     if is_slide_task(message.task):
@@ -46,6 +40,7 @@ async def push(request: Request) -> Response:
         log.error("message for the slide service acknowledged", extra={"job_id": message.job_id})
         return Response(status_code=204)
     inference = runtime.inference
+    assert inference is not None  # ready
     if not inference.try_admit():
         return Response(status_code=STATUS_FOR[Outcome.BUSY])  # before Firestore: nothing leased
     try:
@@ -56,7 +51,7 @@ async def push(request: Request) -> Response:
 
 
 @router.post("/dead-letter", status_code=204)
-async def dead_letter(request: Request) -> Response:
+async def dead_letter(runtime: RuntimeDep, envelope: DeadLetter) -> Response:
     """A message that ran out of delivery attempts: settle its job (`JobStore.settle_dead_letter`).
 
     204 once the job is finished, failed as `dead_lettered` (leased MAX_DELIVERY_ATTEMPTS times
@@ -65,14 +60,9 @@ async def dead_letter(request: Request) -> Response:
     the dead-letter subscription delivers it again later, when the holder has written its verdict
     or its lease has expired. Any error (e.g. the republish failed) answers 5xx: delivered again.
     """
-    runtime = request.app.state.runtime
-    try:
-        envelope = parse_envelope(await request.body())
-        message = envelope.job_message()
-    except BadEnvelope as exc:
-        # Retrying cannot fix it; the dead-letter pull subscription still retains the message.
-        log.error("unreadable dead letter acknowledged", extra={"reason": str(exc)})
+    if envelope is None:  # unreadable: acknowledged (healer_push.http.dead_letter_envelope)
         return Response(status_code=204)
+    message = envelope.job_message()
     settings = runtime.settings
     if message.task == Task.SHARD:  # a shard of a slide: its own rules (shard_dead_letter.py)
         status = await settle_dead_shard(
