@@ -28,16 +28,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
 def sample_images() -> list[Path]:
-    """`../shared/samples/` when present (real H&E tiles), else the tiles shipped in `samples/`."""
-    for folder in (
-        Path(os.environ.get("HEALER_SAMPLES", REPO.parent / "shared" / "samples")),
-        REPO / "samples",
-    ):
-        if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if found:
-                return found
-    return []
+    """The real H&E tiles shipped in `samples/` (or the folder `HEALER_SAMPLES` names)."""
+    folder = Path(os.environ.get("HEALER_SAMPLES", REPO / "samples"))
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def demo_slide(cfg: StackConfig, samples: list[Path]) -> Path | None:
@@ -162,7 +157,7 @@ def main() -> int:
         return 1
     paths = sample_images()
     if not paths:
-        console.print("[red]error:[/red] no sample images found (../shared/samples or samples/)")
+        console.print("[red]error:[/red] no sample images found (samples/, or the folder HEALER_SAMPLES names)")
         return 1
     prefix = "demo/" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     slide = demo_slide(cfg, paths)

@@ -44,7 +44,6 @@ TEST_PORTS: dict[str, Any] = {
 # a short lease so that a killed slide service's work is retaken within seconds.
 SLIDE_SERVICE_TEST_ENV = {"SHARD_TILES": "2", "TILING_PROCESSES": "1", "LEASE_SECONDS": "8"}
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "samples"
 # The fixtures that start processes: everything on the emulators goes through the first.
 STARTS_EMULATORS = "emulator_cfg"
 STARTS_STACK = "stack_cfg"
@@ -147,9 +146,5 @@ def bucket(emulator_cfg: StackConfig, unique: str) -> storage.Bucket:
 
 @pytest.fixture(scope="session")
 def sample_paths() -> list[Path]:
-    """Real H&E tiles when ../shared/samples is present, else the tiles the project ships."""
-    if SAMPLES.is_dir():
-        found = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".tif", ".png", ".jpg"))
-        if found:
-            return found
+    """The real H&E tiles the project ships (samples/, with their sources and licence)."""
     return sorted(p for p in (REPO / "samples").iterdir() if p.suffix in (".tif", ".png"))
