@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobKind, JobState, Slide, SlideStage, Verdict
+
+if TYPE_CHECKING:
+    from healer_core.settings import JobStoreSettings
 
 TRANSACTION_ATTEMPTS = 12
 CREATE_ATTEMPTS = 8
@@ -518,3 +521,10 @@ class JobStore:
 
         result: Job | None = txn_requeue(self._transaction())
         return result
+
+
+def open_job_store(settings: JobStoreSettings) -> JobStore:
+    """The jobs collection of the configured project and database, with the configured TTL."""
+    return JobStore(
+        new_client(settings.project_id, settings.firestore_database), settings.jobs_collection, settings.job_ttl_days
+    )

@@ -19,7 +19,7 @@ from functools import cached_property
 from types import FrameType
 
 from healer_core.publisher import Publisher, PubSubPublisher
-from healer_core.store import JobStore, new_client
+from healer_core.store import JobStore, open_job_store
 from healer_media.blobs import BlobSource, GcsBlobSource
 from healer_media.budget import MIB, DecodeBudget
 from healer_media.imaging import DecodeLimits
@@ -76,8 +76,7 @@ class Runtime:
     @cached_property
     def store(self) -> JobStore:
         if self._store is None:
-            s = self.settings
-            self._store = JobStore(new_client(s.project_id, s.firestore_database), s.jobs_collection, s.job_ttl_days)
+            self._store = open_job_store(self.settings)
         return self._store
 
     @cached_property

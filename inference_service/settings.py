@@ -8,22 +8,17 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from healer_core.settings import JobStoreSettings
 from healer_push.settings import PushAuthSettings
 
 # Cloud Run sends SIGKILL this long after SIGTERM (https://cloud.google.com/run/docs/container-contract).
 CLOUD_RUN_SIGKILL_SECONDS = 10
 
 
-class Settings(PushAuthSettings):
+class Settings(JobStoreSettings, PushAuthSettings):
     """Every knob of the inference service, read from the environment (names as documented)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
-
-    # Where and what
-    project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
-    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
-    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
-    firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
 
     # Model
     # MedGemma 1.5 by default (README, "Which MedGemma"): it reads many tiles of a slide in one prompt.

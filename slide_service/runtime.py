@@ -15,7 +15,7 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.publisher import Publisher
 from healer_core.slide_store import SlideStore
-from healer_core.store import JobStore, new_client
+from healer_core.store import JobStore, open_job_store
 from healer_core.topics import topic_router
 from slide_service.artifacts import Objects
 from slide_service.settings import SlideSettings
@@ -45,8 +45,7 @@ class SlideRuntime:
     def store(self) -> SlideStore:
         if self._store is not None:
             return SlideStore.of(self._store)
-        s = self.settings
-        return SlideStore(new_client(s.project_id, s.firestore_database), s.jobs_collection, s.job_ttl_days)
+        return SlideStore.of(open_job_store(self.settings))
 
     @cached_property
     def storage(self) -> storage.Client:

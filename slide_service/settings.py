@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from healer_core.settings import JobStoreSettings
 from healer_push.settings import PushAuthSettings
 
 
-class SlideSettings(PushAuthSettings):
+class SlideSettings(JobStoreSettings, PushAuthSettings):
     """The slide path's knobs (tiling, tissue, shards, budgets, aggregation) and the slide service's
     deployment (project, topics, buckets, the FUSE mount, leases, push authentication); names as
     documented in README."""
@@ -51,11 +52,8 @@ class SlideSettings(PushAuthSettings):
 
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
 
-    # ---- the deployable (slide_service.app): where jobs, messages, slides and artifacts live ----
-    project_id: str = Field(default="healer-local", validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
-    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
-    firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
-    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
+    # ---- the deployable (slide_service.app): where messages, slides and artifacts live (the
+    # project and the jobs' Firestore database and collection: JobStoreSettings) ----
     # Shard messages go to JOBS_TOPIC (the inference service); tile and finalize come from SLIDES_TOPIC.
     jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
     slides_topic: str = Field(default="slides", validation_alias="SLIDES_TOPIC")

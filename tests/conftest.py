@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
     from healer_core.store import JobStore
+    from tests.processes import UvicornProcess
 
 # Test ports sit at HEALER_TEST_PORT_BASE + the stack's usual last two digits (default 18000),
 # so two test sessions on one machine can run side by side with different bases.
@@ -114,6 +115,15 @@ def stack_cfg(emulator_cfg: StackConfig, tiny_model_dir: Path) -> Iterator[Stack
     finally:
         for name in reversed(started):
             control.stop_component(cfg, name)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[UvicornProcess]]:
+    """Service processes a test started go here; whatever is still running is killed at the end."""
+    started: list[UvicornProcess] = []
+    yield started
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

@@ -42,42 +42,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServiceProcess:
-    """The service under uvicorn (the stack's flags) with a slow FakeEngine, in its own group."""
+class UvicornProcess:
+    """`uvicorn --factory <factory>` in its own process group, with the environment of this process
+    plus `env`; ready once its /readyz answers 200 (within `ready_timeout_s`)."""
 
-    def __init__(self, port: int, collection: str, log_path: Path, **env: Any) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        child_env = dict(os.environ)
-        child_env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "ingest_function")]),
-                "JOBS_COLLECTION": collection,
-                "BATCH_WINDOW_MS": "1",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        child_env.update({k: str(v) for k, v in env.items()})
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.reliability_app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "8",
-            "--no-access-log",
-        ]
+    def __init__(
+        self,
+        factory: str,
+        log_path: Path,
+        port: int | None = None,
+        *,
+        ready_timeout_s: float = 90.0,
+        server_args: tuple[str, ...] = (),
+        **env: Any,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        child_env = dict(os.environ)
+        child_env.update({"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "ingest_function")])})
+        child_env.update({"PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in env.items()}})
+        argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(self.port)]
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=child_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                [*argv, *server_args, "--no-access-log"],
+                cwd=REPO,
+                env=child_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        wait_for(self._ready, 60, f"the service on port {port} (log: {log_path})", every_s=0.2)
+        wait_for(self._ready, ready_timeout_s, f"{factory} on port {self.port} (log: {log_path})", every_s=0.2)
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -87,20 +82,36 @@ class ServiceProcess:
         except requests.RequestException:
             return False
 
+    def signal(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        """SIGKILL the whole process group (the service and its child processes), and reap it."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class ServiceProcess(UvicornProcess):
+    """The inference service under uvicorn (the stack's flags) with a slow FakeEngine
+    (tests/reliability_app.py), on the jobs `collection`."""
+
+    def __init__(self, port: int, collection: str, log_path: Path, **env: Any) -> None:
+        super().__init__(
+            "tests.reliability_app:create_app",
+            log_path,
+            port,
+            ready_timeout_s=60,
+            server_args=("--timeout-graceful-shutdown", "8"),
+            **{"JOBS_COLLECTION": collection, "BATCH_WINDOW_MS": 1, **env},
+        )
+
     def push(self, message: JobMessage, timeout: float = 30.0) -> int:
         """Status of one push, or 0 when the connection is refused or cut (no answer at all)."""
         try:
             return requests.post(f"{self.url}/pubsub/push", json=envelope(message), timeout=timeout).status_code
         except requests.RequestException:
             return 0
-
-    def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -18,6 +18,7 @@ from console.backend.settings import ConsoleSettings
 from console.backend.uploads import GcsUploadSigner, LocalUploadSigner, clean_prefix, clean_segment
 from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode, Job, JobError, JobState, Timings, Verdict
 from healer_core.store import JobStore
+from tests.console_helpers import console_settings
 
 
 def _png(size: tuple[int, int], color: tuple[int, int, int] = (200, 80, 140)) -> bytes:
@@ -52,13 +53,7 @@ def _finish(store: JobStore, job_id: str, answer: str, p_yes: float) -> None:
 
 @pytest.fixture
 def settings(bucket: Any, store: JobStore, emulator_cfg: Any, tmp_path: Path) -> ConsoleSettings:
-    return ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=bucket.name,
-        JOBS_COLLECTION=store.collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp_path / "no-dist",
-    )
+    return console_settings(emulator_cfg, bucket, store, tmp_path / "no-dist")
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ from console.backend.settings import ConsoleSettings
 from healer.stack.config import StackConfig
 from healer_core.schema import ErrorCode, Job
 from healer_core.store import JobStore
+from tests.console_helpers import console_settings
+from tests.log_privacy import PATIENT, captured_logs
 from tests.service_helpers import serve_json
 
 pytestmark = pytest.mark.emulator
@@ -38,7 +40,6 @@ pytestmark = pytest.mark.emulator
 AUDIENCE = "/projects/123456789012/locations/europe-west1/services/healer-console"
 USER = "pathologist@lab.example.org"
 KID = "iap-test-key"
-PATIENT = "PATIENT-Jane-Doe-1970"
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -87,14 +88,8 @@ def keys_url(key: IapKey) -> Iterator[str]:
 
 
 def iap_settings(emulator_cfg: StackConfig, bucket: Any, store: JobStore, tmp_path: Path, keys: str) -> ConsoleSettings:
-    return ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=bucket.name,
-        JOBS_COLLECTION=store.collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp_path / "no-dist",
-        IAP_AUDIENCE=AUDIENCE,
-        IAP_CERTS_URL=keys,
+    return console_settings(
+        emulator_cfg, bucket, store, tmp_path / "no-dist", IAP_AUDIENCE=AUDIENCE, IAP_CERTS_URL=keys
     )
 
 
@@ -109,18 +104,8 @@ def client(
 
 @pytest.fixture
 def log_lines() -> Iterator[list[logging.LogRecord]]:
-    records: list[logging.LogRecord] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Capture(logging.DEBUG)
-    logging.getLogger().addHandler(handler)
-    try:
-        yield records
-    finally:
-        logging.getLogger().removeHandler(handler)
+    with captured_logs() as capture:
+        yield capture.records
 
 
 def signed_in(key: IapKey, **override: Any) -> dict[str, str]:
@@ -219,14 +204,7 @@ def test_a_preview_that_needs_more_than_the_decode_budget_is_refused_with_its_co
     Image.new("RGBA", (3000, 3000), (1, 2, 3, 4)).save(out, format="PNG")
     blob.upload_from_string(out.getvalue(), content_type="image/png")
     store.create(Job(job_id="bigpreview", bucket=bucket.name, name=name, generation=int(blob.generation)))
-    settings = ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=bucket.name,
-        JOBS_COLLECTION=store.collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp_path / "no-dist",
-        DECODE_MEMORY_MB=16,
-    )
+    settings = console_settings(emulator_cfg, bucket, store, tmp_path / "no-dist", DECODE_MEMORY_MB=16)
     with TestClient(create_app(settings, store=store)) as test_client:
         response = test_client.get("/api/jobs/bigpreview/preview.png")
     assert response.status_code == 422

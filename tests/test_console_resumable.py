@@ -15,9 +15,9 @@ from starlette.testclient import httpx  # the HTTP client package this Starlette
 
 from console.backend.app import create_app
 from console.backend.resumable import SLIDE_SUFFIXES, size_limit
-from console.backend.settings import ConsoleSettings
 from console.backend.slide_settings import SlideViewerSettings
 from healer_core.store import JobStore
+from tests.console_helpers import console_settings
 
 pytestmark = pytest.mark.emulator
 CHUNK = 256 * 1024
@@ -25,14 +25,7 @@ CHUNK = 256 * 1024
 
 @pytest.fixture
 def client(bucket: Any, store: JobStore, emulator_cfg: Any, tmp_path: Path) -> Iterator[TestClient]:
-    settings = ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=bucket.name,
-        JOBS_COLLECTION=store.collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp_path / "no-dist",
-        MAX_IMAGE_BYTES=CHUNK,
-    )
+    settings = console_settings(emulator_cfg, bucket, store, tmp_path / "no-dist", MAX_IMAGE_BYTES=CHUNK)
     slides = SlideViewerSettings(
         CONSOLE_UPLOAD_CHUNK_BYTES=CHUNK, MAX_SLIDE_BYTES=64 * CHUNK, CONSOLE_SLIDE_CACHE_DIR=tmp_path / "cache"
     )

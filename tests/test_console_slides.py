@@ -30,6 +30,7 @@ from healer_core.store import JobStore
 from healer_media.errors import SlideRejected
 from slide_service import synth
 from slide_service.synth import SynthSlide
+from tests.console_helpers import console_settings
 from tests.slide_jobs import SeededSlide, seed_done_slide, seed_running_slide
 
 pytestmark = pytest.mark.emulator
@@ -57,13 +58,7 @@ def env(emulator_cfg: Any, slide: SynthSlide) -> dict[str, Any]:
 
 
 def _settings(env: dict[str, Any], emulator_cfg: Any, tmp: Path) -> ConsoleSettings:
-    return ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=env["inbox"].name,
-        JOBS_COLLECTION=env["store"].collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp / "no-dist",
-    )
+    return console_settings(emulator_cfg, env["inbox"], env["store"], tmp / "no-dist")
 
 
 def _slide_settings(env: dict[str, Any], tmp: Path, **extra: Any) -> SlideViewerSettings:

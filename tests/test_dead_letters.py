@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
-from tests.processes import PushSubscription, ServiceProcess, TopicTap, free_port, wait_for
+from tests.processes import PushSubscription, ServiceProcess, TopicTap, UvicornProcess, free_port, wait_for
 from tests.service_helpers import envelope, png_bytes, push, wait_ready
 from tests.test_service import queued_job
 
@@ -69,9 +70,11 @@ def tap(emulator_cfg: StackConfig, unique: str) -> Iterator[TopicTap]:
     topic.close()
 
 
+@contextmanager
 def service(
     emulator_cfg: StackConfig, store: JobStore, tap: TopicTap, engine: FakeEngine, blobs: Any = None, **env: Any
-) -> TestClient:
+) -> Iterator[TestClient]:
+    """The service in process on `tap`'s topic, with this module's dead-letter limits; ready."""
     settings = Settings(
         PROJECT_ID=emulator_cfg.project,
         BATCH_WINDOW_MS=1,
@@ -81,7 +84,9 @@ def service(
         **env,
     )
     blobs = blobs or GcsBlobSource(emulator_cfg.project)
-    return TestClient(create_app(settings, engine=engine, store=store, blobs=blobs))
+    with TestClient(create_app(settings, engine=engine, store=store, blobs=blobs)) as client:
+        wait_ready(client)
+        yield client
 
 
 # ---- in-process: each decision of the dead-letter route ---------------------------------------
@@ -95,7 +100,6 @@ def test_a_dead_letter_leaves_a_live_lease_to_its_holder_whose_verdict_stands(
     engine = FakeEngine(delay_s=1.5)
     message = queued_job(store, bucket, "computing.png", png_bytes())
     with service(emulator_cfg, store, tap, engine) as client, ThreadPoolExecutor(1) as pool:
-        wait_ready(client)
         first = pool.submit(push, client, message)
         wait_for(lambda: state_of(store, message.job_id) == JobState.RUNNING, 10, "the lease")
         running = store.get(message.job_id)
@@ -121,7 +125,6 @@ def test_a_crashed_workers_job_waits_for_its_lease_then_goes_back_in_flight(
     dead = store.lease(message.job_id, "worker-that-died", lease_seconds=1.5)
     assert dead.job is not None and dead.job.attempts == 1
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         assert dead_letter(client, message) == 429
         time.sleep(1.6)
         assert dead_letter(client, message) == 204
@@ -142,7 +145,6 @@ def test_a_job_never_run_is_republished_until_it_gives_up(
     runs cannot loop forever, whatever the retry policy's pace)."""
     message = queued_job(store, bucket, "never-run.png", png_bytes())
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         for round_ in (1, 2):
             assert dead_letter(client, message) == 204
             job = store.get(message.job_id)
@@ -169,7 +171,6 @@ def test_a_job_leased_max_delivery_attempts_times_fails_as_dead_lettered(
         error = JobError(code=ErrorCode.ENGINE_ERROR, message="RuntimeError", retryable=True)
         assert store.release(message.job_id, lease.token, error)
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         assert dead_letter(client, message) == 204
     job = store.get(message.job_id)
     assert job is not None and job.state == JobState.FAILED and job.error is not None
@@ -180,7 +181,6 @@ def test_a_job_leased_max_delivery_attempts_times_fails_as_dead_lettered(
     # in flight instead of failing it again at once.
     assert store.requeue(message.job_id, include_failed=True) is not None
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         assert dead_letter(client, message) == 204
     rerun = store.get(message.job_id)
     assert rerun is not None and rerun.state == JobState.QUEUED and rerun.attempts == 0
@@ -193,7 +193,6 @@ def test_a_dead_letter_never_touches_a_finished_job(
     done = queued_job(store, bucket, "finished.png", png_bytes())
     rejected = queued_job(store, bucket, "rejected.png", b"%PDF-1.7\n")
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         assert push(client, done) == 204 and push(client, rejected) == 204
         before = [store.get(done.job_id), store.get(rejected.job_id)]
         assert dead_letter(client, done) == 204 and dead_letter(client, rejected) == 204
@@ -212,7 +211,6 @@ def test_a_dead_letter_for_an_unknown_job_adopts_it_and_puts_it_in_flight(
     blob.upload_from_string(png_bytes(), content_type="image/png")
     message = JobMessage.for_object(bucket.name, blob.name, int(blob.generation))
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         assert dead_letter(client, message) == 204
         job = store.get(message.job_id)
         assert job is not None and job.state == JobState.QUEUED and job.dead_letters == 1
@@ -224,7 +222,6 @@ def test_a_dead_letter_for_an_unknown_job_adopts_it_and_puts_it_in_flight(
 
 def test_an_unreadable_dead_letter_is_acknowledged(emulator_cfg: StackConfig, store: JobStore, tap: TopicTap) -> None:
     with service(emulator_cfg, store, tap, FakeEngine()) as client:
-        wait_ready(client)
         response = client.post("/pubsub/dead-letter", json={"message": {"data": "bm90IGpzb24="}})
     assert response.status_code == 204
     assert tap.pull() == []
@@ -265,7 +262,6 @@ def test_a_lease_handed_back_as_busy_is_not_an_attempt(
         service(emulator_cfg, store, tap, engine, blobs, MAX_QUEUE=1, MAX_BATCH_SIZE=1) as client,
         ThreadPoolExecutor(3) as pool,
     ):
-        wait_ready(client)
         batcher = client.app.state.runtime.inference.batcher  # type: ignore[attr-defined]
         late_status = pool.submit(push, client, late)
         assert blobs.waiting.wait(10)  # leased, now downloading
@@ -294,7 +290,6 @@ def test_push_deliveries_past_the_door_are_bounded_by_the_queue_and_one_batch(
         service(emulator_cfg, store, tap, engine, MAX_QUEUE=2, MAX_BATCH_SIZE=2) as client,
         ThreadPoolExecutor(len(messages)) as pool,
     ):
-        wait_ready(client)
         statuses = list(pool.map(lambda m: push(client, m), messages))
     jobs = [j for m in messages if (j := store.get(m.job_id)) is not None]
     leased = [j for j in jobs if "leased" in events(j)]
@@ -309,15 +304,6 @@ def test_push_deliveries_past_the_door_are_bounded_by_the_queue_and_one_batch(
 
 
 # ---- real processes and the Pub/Sub emulator's dead-letter policy ---------------------------------
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    """Started ServiceProcesses go here; whatever is still running is killed at the end."""
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def wait_terminal(store: JobStore, job_id: str, timeout_s: float) -> Job:
@@ -337,9 +323,42 @@ def logged_actions(log_path: Path) -> list[str]:
     return [line["action"] for line in lines if line.get("logger") == "healer.pubsub" and "action" in line]
 
 
+def jobs_worker(
+    processes: list[UvicornProcess], store: JobStore, topic: str, log_path: Path, port: int = 0, **env: Any
+) -> ServiceProcess:
+    """The service on the test's jobs collection, republishing dead letters to its jobs `topic`
+    (on `port`, or a free one); killed at the end of the test."""
+    worker = ServiceProcess(port or free_port(), store.collection.id, log_path, JOBS_TOPIC=topic, **env)
+    processes.append(worker)
+    return worker
+
+
+def dead_lettering(cfg: StackConfig, topic: str, worker: UvicornProcess, **policy: Any) -> PushSubscription:
+    """A per-test jobs `topic` pushed to `worker`, wired as terraform/pubsub.tf wires the jobs
+    subscription: after MAX_ATTEMPTS deliveries a message goes to the worker's dead-letter route.
+    `policy`: the subscriptions' backoffs, the push concurrency."""
+    return PushSubscription(
+        cfg.project,
+        topic,
+        f"{worker.url}/pubsub/push",
+        dead_letter_endpoint=f"{worker.url}/pubsub/dead-letter",
+        max_delivery_attempts=MAX_ATTEMPTS,
+        ack_deadline_s=60,
+        **policy,
+    )
+
+
+def first_lease(store: JobStore, bucket: storage.Bucket, subscription: PushSubscription, name: str) -> JobMessage:
+    """A queued job for a fresh image `name`, published, once a worker leased it."""
+    message = queued_job(store, bucket, name, png_bytes())
+    subscription.publish(message)
+    wait_for(lambda: state_of(store, message.job_id) == JobState.RUNNING, 30, "the first lease")
+    return message
+
+
 @pytest.mark.slow
 def test_a_crash_with_the_lease_held_ends_in_a_verdict_not_a_dead_letter(
-    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, services: list[ServiceProcess], tmp_path: Path
+    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, processes: list[UvicornProcess], tmp_path: Path
 ) -> None:
     """The production timing chain (lease 300 s; 5 attempts, backoff from 10 s: dead-lettered after
     ~85 s) shortened proportionally: lease 30 s, 5 attempts, backoff 1-30 s (the emulator
@@ -348,26 +367,15 @@ def test_a_crash_with_the_lease_held_ends_in_a_verdict_not_a_dead_letter(
     The job must end done, run a second time after the lease expired, never dead_lettered."""
     port = free_port()
     topic = f"jobs-crash-{store.collection.id}"
-    env = {"LEASE_SECONDS": 30, "INFERENCE_BUDGET_SECONDS": 12, "JOBS_TOPIC": topic, "MAX_DELIVERY_ATTEMPTS": 5}
-    doomed = ServiceProcess(port, store.collection.id, tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=120, **env)
-    services.append(doomed)
-    subscription = PushSubscription(
-        emulator_cfg.project,
-        topic,
-        f"{doomed.url}/pubsub/push",
-        dead_letter_endpoint=f"{doomed.url}/pubsub/dead-letter",
-        max_delivery_attempts=5,
-        backoff=(1, 30),
-        ack_deadline_s=60,
-    )
+    env = {"LEASE_SECONDS": 30, "INFERENCE_BUDGET_SECONDS": 12, "MAX_DELIVERY_ATTEMPTS": 5}
+    doomed = jobs_worker(processes, store, topic, tmp_path / "doomed.log", port, FAKE_ENGINE_DELAY_S=120, **env)
+    subscription = dead_lettering(emulator_cfg, topic, doomed, backoff=(1, 30))
     try:
-        message = queued_job(store, bucket, "crashed.png", png_bytes())
-        subscription.publish(message)
-        wait_for(lambda: state_of(store, message.job_id) == JobState.RUNNING, 30, "the first lease")
+        message = first_lease(store, bucket, subscription, "crashed.png")
         doomed.signal(signal.SIGKILL)
         doomed.proc.wait(5)
         successor_log = tmp_path / "successor.log"
-        services.append(ServiceProcess(port, store.collection.id, successor_log, **env))
+        jobs_worker(processes, store, topic, successor_log, port, **env)
         job = wait_terminal(store, message.job_id, 150)
     finally:
         subscription.close()
@@ -382,38 +390,21 @@ def test_a_crash_with_the_lease_held_ends_in_a_verdict_not_a_dead_letter(
 
 @pytest.mark.slow
 def test_a_second_message_dead_lettering_while_the_first_worker_computes_keeps_its_verdict(
-    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, services: list[ServiceProcess], tmp_path: Path
+    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, processes: list[UvicornProcess], tmp_path: Path
 ) -> None:
     """Two messages for one job (duplicate events do that): the second is refused (lease held) on
     every delivery and dead-letters while the first worker still computes. The first worker's
     verdict must be written, not fenced off by a failure."""
     topic = f"jobs-second-{store.collection.id}"
     log_path = tmp_path / "service.log"
-    worker = ServiceProcess(
-        free_port(),
-        store.collection.id,
-        log_path,
-        FAKE_ENGINE_DELAY_S=8,
-        LEASE_SECONDS=60,
-        INFERENCE_BUDGET_SECONDS=24,
-        JOBS_TOPIC=topic,
+    worker = jobs_worker(
+        processes, store, topic, log_path, FAKE_ENGINE_DELAY_S=8, LEASE_SECONDS=60, INFERENCE_BUDGET_SECONDS=24
     )
-    services.append(worker)
     # No retry policy on the jobs subscription: Pub/Sub redelivers at once, so the second message's
     # five deliveries are spent in a moment; the dead-letter subscription retries every 1-2 s.
-    subscription = PushSubscription(
-        emulator_cfg.project,
-        topic,
-        f"{worker.url}/pubsub/push",
-        dead_letter_endpoint=f"{worker.url}/pubsub/dead-letter",
-        max_delivery_attempts=5,
-        dead_letter_backoff=(1, 2),
-        ack_deadline_s=60,
-    )
+    subscription = dead_lettering(emulator_cfg, topic, worker, dead_letter_backoff=(1, 2))
     try:
-        message = queued_job(store, bucket, "twice.png", png_bytes())
-        subscription.publish(message)
-        wait_for(lambda: state_of(store, message.job_id) == JobState.RUNNING, 30, "the first lease")
+        message = first_lease(store, bucket, subscription, "twice.png")
         subscription.publish(message)
         job = wait_terminal(store, message.job_id, 60)
         assert job.state == JobState.DONE and job.verdict is not None, job.error
@@ -427,7 +418,7 @@ def test_a_second_message_dead_lettering_while_the_first_worker_computes_keeps_i
 
 @pytest.mark.slow
 def test_a_burst_of_thirty_times_the_queue_all_ends_done(
-    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, services: list[ServiceProcess], tmp_path: Path
+    emulator_cfg: StackConfig, store: JobStore, bucket: storage.Bucket, processes: list[UvicornProcess], tmp_path: Path
 ) -> None:
     """Backpressure: 60 jobs published at once to one instance with MAX_QUEUE=2 (batches of 2, 0.5 s
     each), pushed 32 at a time as Pub/Sub pushes. Most deliveries are refused (busy, 429) and many
@@ -435,27 +426,17 @@ def test_a_burst_of_thirty_times_the_queue_all_ends_done(
     one counted attempt (busy answers never count)."""
     topic = f"jobs-burst-{store.collection.id}"
     log_path = tmp_path / "service.log"
-    worker = ServiceProcess(
-        free_port(),
-        store.collection.id,
+    worker = jobs_worker(
+        processes,
+        store,
+        topic,
         log_path,
         FAKE_ENGINE_DELAY_S=0.5,
         MAX_QUEUE=2,
         MAX_BATCH_SIZE=2,
-        JOBS_TOPIC=topic,
         MAX_DELIVERY_ATTEMPTS=5,
     )
-    services.append(worker)
-    subscription = PushSubscription(
-        emulator_cfg.project,
-        topic,
-        f"{worker.url}/pubsub/push",
-        dead_letter_endpoint=f"{worker.url}/pubsub/dead-letter",
-        max_delivery_attempts=5,
-        backoff=(1, 10),
-        ack_deadline_s=60,
-        concurrency=32,
-    )
+    subscription = dead_lettering(emulator_cfg, topic, worker, backoff=(1, 10), concurrency=32)
     try:
         messages = [queued_job(store, bucket, f"burst-{i}.png", png_bytes(color=(i, 9, 9))) for i in range(60)]
         with ThreadPoolExecutor(8) as pool:

@@ -9,9 +9,7 @@ while the Eventarc stand-in is paused, the stuck-job sweep, and what the logs ma
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -23,36 +21,22 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from google.cloud import storage  # type: ignore[attr-defined]
-from PIL import Image, PngImagePlugin
 
 from healer.stack.config import StackConfig
 from healer.stack.eventarc import deliver
 from healer_core.ids import job_id_for
-from healer_core.logs import JsonFormatter
 from healer_core.schema import Job, JobMessage, JobState
 from healer_core.store import JobStore, new_client
 from healer_media.blobs import GcsBlobSource
 from inference_service.app import create_app
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine
+from tests.log_privacy import BYTES_MARKER, PATIENT, assert_no_name_or_bytes, captured_logs, marked_png
 from tests.processes import PushSubscription, ServiceProcess, free_port, wait_for
 from tests.service_helpers import push, wait_ready
 from tests.test_service import queued_job
 
 REPO = Path(__file__).resolve().parents[1]
-# A name shaped like what labs really upload: it must never reach a log line.
-PATIENT = "PATIENT-Jane-Doe-1970"
-# Planted in every test image's bytes (a PNG text chunk): if image bytes were logged, it shows.
-BYTES_MARKER = "IMGBYTES-7f3c9a"
-
-
-def marked_png(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A valid PNG carrying BYTES_MARKER in a text chunk (distinct pixels per seed)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("comment", BYTES_MARKER)
-    buf = io.BytesIO()
-    Image.new("RGB", size, (seed * 37 % 256, 80, 160)).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 def events(job: Job) -> list[str]:
@@ -63,22 +47,9 @@ def events(job: Job) -> list[str]:
 def no_names_or_bytes_in_logs() -> Iterator[None]:
     """Every log record this module's in-process code writes, as the JSON line it becomes, is
     free of object names and image bytes (item 13; subprocess logs are checked at the end)."""
-    lines: list[str] = []
-    formatter = JsonFormatter()
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(formatter.format(record))
-
-    handler = Capture(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with captured_logs() as capture:
         yield
-    finally:
-        root.removeHandler(handler)
-    leaked = [line for line in lines if PATIENT in line or BYTES_MARKER in line]
-    assert not leaked, leaked[:3]
+    assert_no_name_or_bytes(capture.lines)
 
 
 # ---- in-process: the lease and the batcher ------------------------------------------------------
@@ -134,15 +105,6 @@ def test_backpressure_refuses_the_excess_and_all_complete_on_retry(emulator_cfg,
 # ---- real processes: SIGTERM and SIGKILL ----------------------------------------------------------
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    """Started ServiceProcesses go here; whatever is still running is killed at the end."""
-    started: list[ServiceProcess] = []
-    yield started
-    for service in started:
-        service.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("delay_s", "grace_s", "finishes"),
@@ -150,7 +112,7 @@ def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
     ids=["batch-finishes-in-grace", "batch-outlives-grace"],
 )
 def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
-    emulator_cfg, store, bucket, services, tmp_path, delay_s, grace_s, finishes
+    emulator_cfg, store, bucket, processes, tmp_path, delay_s, grace_s, finishes
 ) -> None:
     """Item 11: after SIGTERM no new work is taken; the running job is finished (204) or released
     (non-2xx, state queued, no lease) and the process is gone, all within Cloud Run's 10 s."""
@@ -161,7 +123,7 @@ def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
         FAKE_ENGINE_DELAY_S=delay_s,
         SHUTDOWN_GRACE_SECONDS=grace_s,
     )
-    services.append(service)
+    processes.append(service)
     running = queued_job(store, bucket, f"{PATIENT}/in-flight.png", marked_png(1))
     later = queued_job(store, bucket, f"{PATIENT}/after-sigterm.png", marked_png(2))
     with ThreadPoolExecutor(1) as pool:
@@ -190,7 +152,7 @@ def test_sigterm_finishes_or_releases_within_10s_and_never_acks_unfinished_work(
 
 @pytest.mark.slow
 def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
-    emulator_cfg, store, bucket, services, tmp_path, unique
+    emulator_cfg, store, bucket, processes, tmp_path, unique
 ) -> None:
     """Item 5: SIGKILL during a slow inference; the emulator redelivers; after the 6 s lease expires
     a new process completes the job exactly once, with attempts = 2."""
@@ -198,7 +160,7 @@ def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
     # The inference budget stays below the lease, as the settings require.
     timing = {"LEASE_SECONDS": 6, "INFERENCE_BUDGET_SECONDS": 5}
     doomed = ServiceProcess(port, store.collection.id, tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=60, **timing)
-    services.append(doomed)
+    processes.append(doomed)
     subscription = PushSubscription(emulator_cfg.project, f"jobs-kill-{unique}", f"{doomed.url}/pubsub/push")
     try:
         message = queued_job(store, bucket, f"{PATIENT}/killed.png", marked_png(3))
@@ -207,7 +169,7 @@ def test_killed_mid_inference_is_redelivered_after_the_lease_and_completes_once(
         doomed.signal(signal.SIGKILL)
         doomed.proc.wait(5)
         assert store.get(message.job_id).state == JobState.RUNNING  # the dead worker's lease remains
-        services.append(ServiceProcess(port, store.collection.id, tmp_path / "successor.log", **timing))
+        processes.append(ServiceProcess(port, store.collection.id, tmp_path / "successor.log", **timing))
         job = wait_for(lambda: (j := store.get(message.job_id)).state.terminal and j, 90, "the redelivery", every_s=0.5)
     finally:
         subscription.close()

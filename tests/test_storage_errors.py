@@ -12,35 +12,30 @@ included), must be free of the object's name and of the image's bytes.
 
 from __future__ import annotations
 
-import io
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image, PngImagePlugin
 
 from console.backend.app import create_app as create_console
-from console.backend.settings import ConsoleSettings
 from healer.stack.config import StackConfig
-from healer_core.logs import JsonFormatter
 from healer_core.schema import ErrorCode, Job, JobState
 from healer_core.store import JobStore
 from healer_media.blobs import GcsBlobSource
 from healer_media.errors import ImageRejected, ObjectGone, TransientError
 from inference_service.app import create_app
 from inference_service.settings import Settings
+from tests.console_helpers import console_settings
 from tests.fakes import FakeEngine
+from tests.log_privacy import PATIENT, assert_no_name_or_bytes, captured_logs, marked_png
 from tests.service_helpers import push, wait_ready
 from tests.storage_faults import FAULTS, FaultyStorage
 from tests.test_service import queued_job
 
 pytestmark = pytest.mark.emulator
 
-PATIENT = "PATIENT-Jane-Doe-1970"
-BYTES_MARKER = "IMGBYTES-7f3c9a"
 # Faults that mean "this generation is not there": permanent. Everything else is retried.
 GONE = {("gone", "meta"), ("gone", "media")}
 # (fault, stage) pairs: every fault on the media read; on the metadata read all but the payload
@@ -48,32 +43,11 @@ GONE = {("gone", "meta"), ("gone", "media")}
 CASES = [(fault, "media") for fault in FAULTS] + [(f, "meta") for f in FAULTS if f not in ("checksum", "short")]
 
 
-def marked_png() -> bytes:
-    """A valid PNG carrying BYTES_MARKER in a text chunk: if image bytes were logged, it shows."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("comment", BYTES_MARKER)
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 48), (120, 80, 160)).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     """Every record logged meanwhile, as the JSON line Cloud Logging would receive."""
-    lines: list[str] = []
-    formatter = JsonFormatter()
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(formatter.format(record))
-
-    handler = Capture(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield lines
-    finally:
-        root.removeHandler(handler)
+    with captured_logs() as capture:
+        yield capture.lines
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +68,6 @@ def service(emulator_cfg: StackConfig, store: JobStore, faulty: FaultyStorage) -
     with TestClient(app) as client:
         wait_ready(client)
         yield client
-
-
-def assert_no_name_or_bytes(lines: list[str]) -> None:
-    leaked = [line for line in lines if PATIENT in line or BYTES_MARKER in line]
-    assert not leaked, leaked[:3]
 
 
 def test_the_proxy_is_transparent_without_a_fault(
@@ -193,13 +162,7 @@ def test_console_previews_map_storage_faults_too(
     blob.upload_from_string(marked_png(), content_type="image/png")
     job_id = f"preview{unique}{fault}{stage}"
     store.create(Job(job_id=job_id, bucket=bucket.name, name=name, generation=int(blob.generation)))
-    settings = ConsoleSettings(
-        PROJECT_ID=emulator_cfg.project,
-        HEALER_BUCKET=bucket.name,
-        JOBS_COLLECTION=store.collection.id,
-        STORAGE_EMULATOR_HOST=emulator_cfg.storage_url,
-        CONSOLE_STATIC_DIR=tmp_path / "no-dist",
-    )
+    settings = console_settings(emulator_cfg, bucket, store, tmp_path / "no-dist")
     app = create_console(settings, store=store, blobs=faulty_blobs(emulator_cfg.project, faulty))
     with TestClient(app) as client:
         response = client.get(f"/api/jobs/{job_id}/preview.png")

@@ -12,7 +12,7 @@ from google.cloud import storage  # type: ignore[attr-defined]
 
 from healer_core.publisher import Publisher
 from healer_core.sniff import SniffLimits
-from healer_core.store import JobStore, new_client
+from healer_core.store import JobStore, open_job_store
 from healer_core.topics import topic_router
 from healer_ingest.config import IngestSettings
 from healer_ingest.kinds import Classifier
@@ -20,9 +20,7 @@ from healer_ingest.kinds import Classifier
 
 def job_store(settings: IngestSettings) -> JobStore:
     """The jobs collection of the configured project and database."""
-    return JobStore(
-        new_client(settings.project_id, settings.firestore_database), settings.jobs_collection, settings.job_ttl_days
-    )
+    return open_job_store(settings)
 
 
 def jobs_publisher(settings: IngestSettings) -> Publisher:

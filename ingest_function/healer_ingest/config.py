@@ -5,22 +5,23 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from healer_core.settings import JobStoreSettings
 
 
-class IngestSettings(BaseSettings):
-    """Environment of the ingest and reconcile functions."""
+class IngestSettings(JobStoreSettings):
+    """Environment of the ingest and reconcile functions (the jobs' project, database, collection
+    and TTL: JobStoreSettings)."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
+    # GCP_PROJECT too: what older Cloud Functions runtimes set.
     project_id: str = Field(
         default="healer-local",
         validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT"),
     )
     jobs_topic: str = Field(default="jobs", validation_alias="JOBS_TOPIC")
-    jobs_collection: str = Field(default="jobs", validation_alias="JOBS_COLLECTION")
-    job_ttl_days: float = Field(default=0.0, ge=0, validation_alias="JOB_TTL_DAYS")
-    firestore_database: str = Field(default="(default)", validation_alias="FIRESTORE_DATABASE")
     max_image_bytes: int = Field(default=50 * 1024 * 1024, ge=1, validation_alias="MAX_IMAGE_BYTES")
     bucket: str = Field(default="healer-inbox", validation_alias="HEALER_BUCKET")
     publish_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="PUBLISH_TIMEOUT_SECONDS")

@@ -18,9 +18,9 @@ from PIL import Image
 from healer.stack.config import StackConfig
 from slide_service import synth
 from slide_service.synth import SynthSlide
+from tests.log_privacy import PATIENT  # object names like labs use: never in a log line
 
 pytestmark = pytest.mark.emulator
-PATIENT = "PATIENT-Jane-Doe-1970"  # object names like labs use: never in a log line
 
 
 @pytest.fixture(scope="module")

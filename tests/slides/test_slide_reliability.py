@@ -6,7 +6,6 @@ one verdict, every shard counted once, every tile scored once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from healer_core.schema import JobMessage, JobState, SlideStage, Task
 from slide_service import synth
 from slide_service.synth import SynthSlide
-from tests.slides.app_process import AppProcess
+from tests.processes import UvicornProcess
 from tests.slides.pipeline import SLIDE_ENV, Pipeline, pipeline, wait_until
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -26,14 +25,6 @@ def slide(tmp_path_factory: pytest.TempPathFactory, sample_paths: list[Path]) ->
     return synth.write_slide(
         tmp_path_factory.mktemp("rel") / "case.svs", sample_paths, width=4096, height=3072, mpp=0.5
     )
-
-
-@pytest.fixture
-def processes() -> Iterator[list[AppProcess]]:
-    started: list[AppProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def slide_service_env(p: Pipeline) -> dict[str, Any]:
@@ -62,19 +53,19 @@ def events(p: Pipeline, job_id: str) -> list[str]:
 def test_slide_service_killed_mid_tiling(emulator_cfg, store, unique, slide, processes, tmp_path) -> None:
     with pipeline(emulator_cfg.project, store, unique) as p:
         env = slide_service_env(p)
-        doomed = AppProcess("slide_service.app:create_app", tmp_path / "doomed.log", **env)
+        doomed = UvicornProcess("slide_service.app:create_app", tmp_path / "doomed.log", **env)
         processes.append(doomed)
         p.slide_url = doomed.url
         message = p.upload(slide.path)
         (received,) = p.slides.pull()
         cut = deliver_in_background(p, JobMessage.from_data(received.message.data))
         wait_until(lambda: p.job(message.job_id).state == JobState.RUNNING, 30, "the tiling lease")
-        doomed.kill()
+        doomed.stop()
         cut.join(30)
         p.slides.settle(received, acked=False)  # never answered: Pub/Sub delivers it again
         mid = p.job(message.job_id)
         assert mid.slide.stage == SlideStage.TILING and mid.slide.shards_total == 0  # killed before the hand-off
-        successor = AppProcess("slide_service.app:create_app", tmp_path / "successor.log", **env)
+        successor = UvicornProcess("slide_service.app:create_app", tmp_path / "successor.log", **env)
         processes.append(successor)
         p.slide_url = successor.url
         job = p.run(message.job_id, timeout_s=180)
@@ -102,7 +93,9 @@ def test_inference_service_killed_mid_shard(emulator_cfg, store, unique, slide, 
             "BATCH_WINDOW_MS": 1,
             "MAX_BATCH_SIZE": 4,
         }
-        doomed = AppProcess("tests.reliability_app:create_app", tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=30, **env)
+        doomed = UvicornProcess(
+            "tests.reliability_app:create_app", tmp_path / "doomed.log", FAKE_ENGINE_DELAY_S=30, **env
+        )
         processes.append(doomed)
         p.inference_url = doomed.url
         message = p.upload(slide.path)
@@ -115,11 +108,11 @@ def test_inference_service_killed_mid_shard(emulator_cfg, store, unique, slide, 
         cut = deliver_in_background(p, shard_message)
         n = shard_message.shard
         wait_until(lambda: p.store.get_shard(message.job_id, n).state == JobState.RUNNING, 30, "the shard lease")
-        doomed.kill()
+        doomed.stop()
         cut.join(30)
         p.jobs.settle(first, acked=False)
         assert p.store.get_shard(message.job_id, n).state == JobState.RUNNING  # the dead worker's lease remains
-        successor = AppProcess("tests.reliability_app:create_app", tmp_path / "successor.log", **env)
+        successor = UvicornProcess("tests.reliability_app:create_app", tmp_path / "successor.log", **env)
         processes.append(successor)
         p.inference_url = successor.url
         job = p.run(message.job_id, timeout_s=180)
