@@ -68,13 +68,11 @@ def _cpu_seconds() -> float:
 
 
 def sample_paths() -> list[Path]:
-    """The real H&E tiles in ../shared/samples when present, else the ones the project ships."""
-    for folder in (ROOT.parent / "shared" / "samples", ROOT / "samples"):
-        if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.suffix in (".tif", ".png", ".jpg"))
-            if any(p.name.startswith("tumor_") for p in found):
-                return found
-    raise SystemExit("no sample tiles found")
+    """The real H&E tiles the project ships in samples/ (tumor_* and normal_*, samples/README.md)."""
+    found = sorted(p for p in (ROOT / "samples").iterdir() if p.suffix in (".tif", ".png", ".jpg"))
+    if not any(p.name.startswith("tumor_") for p in found):
+        raise SystemExit("no tumor_* sample tiles in samples/")
+    return found
 
 
 # --- child processes: one job each, one JSON line out ----------------------------------------
