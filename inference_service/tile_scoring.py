@@ -5,12 +5,17 @@ engine as single images, without starving them, being refused halfway, or holdin
   (each holds its decoded tiles: 64 tiles of 896 px are ~150 MB). A push that finds no room waits
   up to ADMISSION_WAIT_S for one, then is refused with 429 *before* its lease is taken, so a
   refusal costs a Pub/Sub redelivery, not a Firestore write or an attempt.
-- An admitted shard's tiles enter the batcher through at most `tile_slots` (MAX_BATCH_SIZE)
+- An admitted shard's tiles enter the batcher through at most `tile_slots` (2 x MAX_BATCH_SIZE)
   places shared by all shards of the process, as `reserved` requests: never refused by
   MAX_QUEUE (a shard is never cut off halfway), and never counted against it (single images keep
-  every one of their MAX_QUEUE places). The batcher serves requests oldest first, so a single
-  image waits behind at most `tile_slots` shard tiles — about one batch — however many shards
-  are queued.
+  every one of their MAX_QUEUE places). Two batches' worth, as for single images under load (the
+  inference instance's concurrency is 2 x MAX_BATCH_SIZE: one batch running, one filling): the
+  next batch's tiles are preprocessed and queued while a batch runs, so shard batches run full.
+  With one batch's worth they ran half full on a GPU whose batches have a fixed cost (modelled
+  on the H200's measured batch times at MAX_BATCH_SIZE 8: 26.7 tiles/s, mean batch 3.9, against
+  38.6 for single images; `make bench-slide`, docs/SLIDES.md). The batcher serves requests
+  oldest first, so a single image waits behind at most `tile_slots` shard tiles — the running
+  batch and the next — however many shards are queued.
 - Tiles run verdict-only (no explanation): one forward pass, no generation.
 """
 
@@ -34,11 +39,12 @@ ADMISSION_WAIT_S = 30.0
 class TileScorer:
     """Scores the tiles of shards through `inference`'s batcher (see the module docstring)."""
 
-    def __init__(self, inference: Inference, max_shards: int, tile_slots: int) -> None:
+    def __init__(self, inference: Inference, max_shards: int, max_batch_size: int) -> None:
         self.inference = inference
         self.max_shards = max_shards
+        self.tile_slots = 2 * max_batch_size  # one batch running, the next one filling
         self._shards = asyncio.Semaphore(max_shards)
-        self._tiles = asyncio.Semaphore(tile_slots)
+        self._tiles = asyncio.Semaphore(self.tile_slots)
 
     @contextlib.asynccontextmanager
     async def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> AsyncIterator[bool]:
