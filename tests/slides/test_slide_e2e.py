@@ -1,7 +1,7 @@
 """Slides end to end on the whole local stack (`stack_cfg`: emulators, ingest, the Eventarc
 stand-in, the slide service, the inference service on the tiny model): upload with
 google-cloud-storage, read with google-cloud-firestore — nothing of this project's code on the
-client side."""
+client side. The verdict first, then the slide report (MedGemma 1.5's path, on the tiny checkpoint)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
     assert verdict["answer"] in ("yes", "no", "indeterminate") and 0 <= verdict["p_yes"] <= 1
     assert "tiny" in verdict["model_id"] and verdict["prompt_version"] and "tissue tiles" in verdict["explanation"]
     block = verdict["slide"]
-    assert block["tiles_scored"] == slide["tiles_total"] and block["report"]["status"] == "off"
+    assert block["tiles_scored"] == slide["tiles_total"] and block["report"]["status"] in ("pending", "done")
     assert block["aggregation"] == {"method": "top_k_mean", "top_k": min(8, slide["tiles_total"])}
     for tile in block["top_tiles"]:
         assert 0 <= tile["x"] < 4096 and 0 <= tile["y"] < 3072 and tile["w"] == tile["h"] == 896
@@ -71,6 +71,35 @@ def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
     assert results.blob(f"slides/{job['job_id']}/thumbnail.png").exists()
     log = (stack_cfg.home / "logs" / "slide.log").read_text()
     assert job["job_id"] in log and PATIENT not in log
+
+    # Then the report: the tiles chosen at finalize (all of them: fewer than SLIDE_REPORT_PATCHES),
+    # one prompt through the tiny checkpoint's real processor, written under the report's own lease.
+    report = reported(db, stack_cfg, job["job_id"])
+    assert report["status"] == "done", report
+    assert report["text"].strip() and report["error"] == "" and report["lease"] is None
+    assert "tiny" in report["model_id"] and report["prompt_version"] == "crc-report-v1"
+    assert report["patches"] == len(report["tiles"]) == min(125, slide["tiles_total"])
+    assert sorted(t["index"] for t in report["tiles"]) == list(range(slide["tiles_total"]))
+    assert report["attempts"] == 1 and report["finished_at"] is not None and report["new_tokens"] > 0
+    after = db.collection(stack_cfg.jobs_collection).document(job["job_id"]).get().to_dict()
+    assert after["state"] == "done" and after["lease"] is None  # the job's own, untouched
+    assert {k: v for k, v in after["verdict"].items() if k != "slide"} == {
+        k: v for k, v in verdict.items() if k != "slide"
+    }
+    service_log = (stack_cfg.home / "logs" / "service.log").read_text()
+    assert "report written" in service_log and PATIENT not in service_log
+
+
+def reported(db: firestore.Client, cfg: StackConfig, job_id: str, timeout_s: float = 300) -> dict[str, Any]:
+    """The slide's report once it is no longer pending."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        doc = db.collection(cfg.jobs_collection).document(job_id).get().to_dict() or {}
+        report: dict[str, Any] = doc["verdict"]["slide"]["report"]
+        if report["status"] != "pending":
+            return report
+        time.sleep(0.5)
+    raise AssertionError(f"the report of {job_id} still pending after {timeout_s}s")
 
 
 def test_bad_slides_fail_end_to_end_with_their_codes(
