@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
 import pytest
+from rich.console import Console
 
 from healer.demo import REPORT_CHARS, render, report_summary, settled, slide_lines
 from healer_core.schema import (

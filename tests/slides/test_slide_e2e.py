@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.cloud import firestore, storage  # type: ignore[attr-defined]
@@ -18,6 +16,7 @@ from PIL import Image
 from healer.stack.config import StackConfig
 from slide_service import synth
 from slide_service.synth import SynthSlide
+from tests.stack_jobs import reported, terminal
 
 pytestmark = pytest.mark.emulator
 PATIENT = "PATIENT-Jane-Doe-1970"  # object names like labs use: never in a log line
@@ -28,18 +27,6 @@ def stack_slide(tmp_path_factory: pytest.TempPathFactory, sample_paths: list[Pat
     """A 10X scan (1 µm/px): 896-px tiles are 896 level-0 pixels, a handful of them tissue."""
     folder = tmp_path_factory.mktemp("e2e-slides")
     return synth.write_slide(folder / "slide.svs", sample_paths, width=4096, height=3072, mpp=1.0)
-
-
-def terminal(db: firestore.Client, cfg: StackConfig, blob: storage.Blob, timeout_s: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        query = db.collection(cfg.jobs_collection).where(filter=firestore.FieldFilter("name", "==", blob.name))
-        docs = [d.to_dict() for d in query.stream()]
-        mine = [d for d in docs if d["generation"] == int(blob.generation) and d["bucket"] == blob.bucket.name]
-        if mine and mine[0]["state"] in ("done", "failed"):
-            return mine[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no terminal job for {blob.name} in {timeout_s}s")
 
 
 def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
@@ -88,18 +75,6 @@ def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
     }
     service_log = (stack_cfg.home / "logs" / "service.log").read_text()
     assert "report written" in service_log and PATIENT not in service_log
-
-
-def reported(db: firestore.Client, cfg: StackConfig, job_id: str, timeout_s: float = 300) -> dict[str, Any]:
-    """The slide's report once it is no longer pending."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        doc = db.collection(cfg.jobs_collection).document(job_id).get().to_dict() or {}
-        report: dict[str, Any] = doc["verdict"]["slide"]["report"]
-        if report["status"] != "pending":
-            return report
-        time.sleep(0.5)
-    raise AssertionError(f"the report of {job_id} still pending after {timeout_s}s")
 
 
 def test_bad_slides_fail_end_to_end_with_their_codes(

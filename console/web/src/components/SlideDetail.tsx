@@ -22,7 +22,9 @@ function Report({ report }: { report: SlideReport }) {
   }
   return (
     <div data-testid="report" data-status="done">
-      <p className="whitespace-pre-line rounded-lg bg-slate-50 p-3 text-sm leading-relaxed text-slate-700">{report.text}</p>
+      <p className="whitespace-pre-line rounded-lg bg-slate-50 p-3 text-sm leading-relaxed text-slate-700 [overflow-wrap:anywhere]">
+        {report.text}
+      </p>
       <p className="mt-2 text-xs text-slate-500">
         {report.model_id} · prompt {report.prompt_version} · {report.patches} patches
         {report.inference_ms ? ` · ${(report.inference_ms / 1000).toFixed(1)} s` : ""}
