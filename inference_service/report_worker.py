@@ -11,8 +11,9 @@ How a report shares the engine with the tile batches. `TransformersEngine.report
 the same lock as `predict`, so a report and a batch never run at once (one model, one GPU: the
 L4 holds one of each at a time, docs/BENCHMARKS.md). To keep the batches from starving:
 - one report at a time per process (`ReportRunner`, its own thread): batches wait for at most one
-  report (≈ 16 s for 125 patches on the H200, ≈ 30 s projected on an L4), and between two reports
-  the batcher always takes the engine (the next report first leases, downloads and decodes);
+  report (≈ 30 s for 125 patches projected on an L4, ≈ 16 s expected on an H200; not measured
+  yet, docs/BENCHMARKS.md), and between two reports the batcher always takes the engine (the next
+  report first leases, downloads and decodes);
 - everything but the generate runs before it, off the engine: the lease, the shard downloads and
   the safe decode of only the chosen tiles (`decode_shard(only=...)`), in worker threads;
 - a push that finds the slot taken waits up to 30 s, then gets 429 before any lease is taken.

@@ -4,8 +4,9 @@ resumable slide upload with progress.
 
 Headless Debian Chromium, driven by playwright-core (console/web/e2e/slide.mjs), against a console
 served in-process on the emulators, over slide jobs written by tests/slide_jobs.py: a generated slide
-whose tumor region is known, its verdict's heatmap and GeoJSON made by the slide library. Saves the
-screenshots used by docs/CONSOLE.md.
+whose tumor region is known, its verdict's heatmap and GeoJSON made by the slide library: the check
+that what is hot is the tumor. A slide through the real pipeline (tiny model, random scores) is
+tests/test_console_pipeline_slide_e2e.py. Saves the screenshots used by docs/CONSOLE.md.
 """
 
 from __future__ import annotations
