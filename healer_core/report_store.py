@@ -27,7 +27,7 @@ from google.cloud import firestore
 
 from healer_core.schema import Job, JobKind, JobState, Report, ReportStatus
 from healer_core.slide_store import SlideStore, StepStatus
-from healer_core.store import JobStore, _history, _is_contention, utcnow
+from healer_core.store import _history, _is_contention, utcnow
 
 REPORT = "verdict.slide.report"
 
@@ -78,13 +78,6 @@ def _holds(job: Job, token: str) -> bool:
 
 class ReportStore(SlideStore):
     """The slide store, plus the report's lease, outcome, dead letters and sweep query."""
-
-    @classmethod
-    def of(cls, store: JobStore) -> ReportStore:
-        """The same collection, client and TTL as `store`."""
-        if isinstance(store, ReportStore):
-            return store
-        return cls(store.client, store.collection.id, store.ttl_days)
 
     def lease_report(self, job_id: str, owner: str, lease_seconds: float) -> ReportLease:
         """Take the slide's pending report if nobody holds it (or its holder's lease expired)."""

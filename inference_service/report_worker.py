@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ from healer_media.errors import ImageRejected, ObjectGone, ShardRejected, Transi
 from healer_media.shard import ShardLimits, decode_shard
 from inference_service.engine.slide_report import SlideReport, SlideReporter
 from inference_service.shard_worker import shard_location
+from inference_service.slots import held
 from inference_service.worker import Outcome
 
 if TYPE_CHECKING:
@@ -63,18 +64,9 @@ class ReportRunner:
         self._slot = asyncio.Semaphore(1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report")
 
-    @contextlib.asynccontextmanager
-    async def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> AsyncIterator[bool]:
+    def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> contextlib.AbstractAsyncContextManager[bool]:
         """`async with runner.admitted() as ok:` ok is True while this report holds the slot."""
-        try:
-            await asyncio.wait_for(self._slot.acquire(), timeout=wait_s)
-        except TimeoutError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self._slot.release()
+        return held(self._slot, wait_s)
 
     async def run(self, engine: SlideReporter, images: Sequence[Image], max_new_tokens: int) -> SlideReport:
         """`engine.report_slide(images)` in the report thread (blocking there, not on the loop)."""

@@ -19,10 +19,7 @@ Saves docs/screenshots/console-slide-pipeline-{list,viewer,zoom}.png for docs/CO
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +32,7 @@ from healer_core.slide_store import SlideStore
 from healer_core.store import JobStore
 from slide_service import synth
 from slide_service.synth import SynthSlide
-from tests.browser import REPO, SCREENSHOTS, WEB, ensure_chromium, ensure_frontend, node
+from tests.browser import SCREENSHOTS, ensure_chromium, ensure_frontend, run_e2e
 from tests.stack_jobs import reported, terminal
 
 pytestmark = pytest.mark.slow
@@ -111,23 +108,13 @@ def test_a_pipeline_slide_in_the_viewer(
     target = found.top_tiles[1]
     shots = tmp_path / "shots"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [
-            node(),
-            str(WEB / "e2e" / "slide.mjs"),
-            *("--url", f"http://{stack_cfg.host}:{stack_cfg.console_port}", "--job", job.job_id),
-            *("--name", NAME, "--out", str(SCREENSHOTS), "--shots", str(shots)),
-            *("--tile-index", str(target.index), "--tile", f"{target.x},{target.y},{target.w},{target.h}"),
-            *("--chromium", str(chromium)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
+    seen = run_e2e(
+        "slide.mjs",
+        *("--url", f"http://{stack_cfg.host}:{stack_cfg.console_port}", "--job", job.job_id),
+        *("--name", NAME, "--out", str(SCREENSHOTS), "--shots", str(shots)),
+        *("--tile-index", str(target.index), "--tile", f"{target.x},{target.y},{target.w},{target.h}"),
+        *("--chromium", str(chromium)),
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"slide e2e failed:\n{proc.stdout}\n{proc.stderr}"
-    seen: dict[str, Any] = json.loads(lines[-1])
 
     # The list row and the report, as the pipeline wrote them.
     assert f"{found.tiles_positive} of {found.tiles_scored} tiles positive" in seen["list"]["done_summary"]
