@@ -1,5 +1,5 @@
 """`make demo`: bring the local stack up, upload the sample tiles and one whole slide generated
-from them, print every verdict (the slide's with where its heatmap is).
+from them, print every verdict (the slide's with its report and where its heatmap is).
 
 Uses only the official clients against the stack: google-cloud-storage to upload (the Eventarc
 stand-in sees the new objects), google-cloud-firestore (through the job store) to read.
@@ -20,7 +20,7 @@ from rich.table import Table
 from healer.stack import StackConfig, up
 from healer.stack.control import StackError
 from healer_core.ids import job_id_for
-from healer_core.schema import Job, JobKind
+from healer_core.schema import Job, JobKind, Report, ReportStatus
 from healer_core.store import JobStore, new_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,22 +59,32 @@ def upload(cfg: StackConfig, paths: list[Path], prefix: str) -> dict[str, str]:
     return jobs
 
 
+def settled(job: Job) -> bool:
+    """Terminal, and for a slide with a report, the report written, failed or off (it follows the verdict)."""
+    report = job.verdict.slide.report if job.verdict is not None and job.verdict.slide is not None else None
+    return job.state.terminal and (report is None or report.status != ReportStatus.PENDING)
+
+
 def wait_for(store: JobStore, job_ids: list[str], timeout_s: float, console: Console) -> dict[str, Job]:
-    """Poll until every job is terminal (or the timeout). Returns the jobs as last read."""
+    """Poll until every job is terminal and every slide report written (or the timeout). Returns
+    the jobs as last read."""
     deadline = time.monotonic() + timeout_s
     latest: dict[str, Job] = {}
     with console.status("waiting for verdicts…") as status:
         while time.monotonic() < deadline:
             latest = store.get_many(job_ids)
             done = sum(1 for j in latest.values() if j.state.terminal)
-            status.update(f"waiting for verdicts… {done}/{len(job_ids)}")
-            if done == len(job_ids):
+            reports = sum(1 for j in latest.values() if j.state.terminal and not settled(j))
+            waiting = f" (and {reports} slide report{'s' if reports > 1 else ''})" if reports else ""
+            status.update(f"waiting for verdicts… {done}/{len(job_ids)}{waiting}")
+            if len(latest) == len(job_ids) and all(settled(j) for j in latest.values()):
                 break
             time.sleep(0.5)
     return latest
 
 
 EXPLANATION_CHARS = 120  # MedGemma's one sentence fits; a runaway generation does not fill the screen
+REPORT_CHARS = 240  # the start of a slide report (the whole text: `healer slide JOB`)
 
 
 def render(jobs: dict[str, str], results: dict[str, Job], prefix: str = "") -> Table:
@@ -140,11 +150,26 @@ def slide_lines(
             f"slide {label}: {v.answer} (slide score {v.p_yes:.3f}, {block.tiles_positive} of {block.tiles_scored}"
             f" tiles positive, top-{block.aggregation.top_k} mean)"
         )
+        lines.append(f"  report:  {report_summary(block.report)}")
         lines.append(f"  heatmap: {block.heatmap_uri}")
         if copies and job_id in copies:
             lines.append(f"           (a copy: {copies[job_id]})")
         lines.append(f"  tiles:   {block.geojson_uri} (GeoJSON; QuPath: File > Import objects from file)")
     return lines
+
+
+def report_summary(report: Report) -> str:
+    """A slide report in one line: its status, and for a written one its provenance and the start of it."""
+    if report.status == ReportStatus.DONE:
+        text = " ".join(report.text.split())
+        if len(text) > REPORT_CHARS:
+            text = text[: REPORT_CHARS - 1] + "…"
+        return f"done ({report.patches} patches, {report.model_id}, prompt {report.prompt_version}): {text}"
+    if report.status == ReportStatus.FAILED:
+        return f"failed: {report.error or 'no reason recorded'}"
+    if report.status == ReportStatus.PENDING:
+        return f"pending ({report.patches} tiles chosen; still being written when the demo stopped waiting)"
+    return "off (SLIDE_REPORT_PATCHES=0)"
 
 
 def main() -> int:
@@ -168,7 +193,7 @@ def main() -> int:
     results = wait_for(store, list(jobs), float(os.environ.get("HEALER_DEMO_TIMEOUT", "1800")), console)
     console.print(render(jobs, results, prefix))
     for line in slide_lines(jobs, results, prefix, fetch_heatmaps(cfg, results)):
-        console.print(line, soft_wrap=True)
+        console.print(line, soft_wrap=True, markup=False)
     model = next((j.verdict.model_id for j in results.values() if j.verdict), "")
     if model:
         console.print(f"model: {model}")

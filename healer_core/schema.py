@@ -150,15 +150,56 @@ class Aggregation(_Model):
     top_k: int = 8
 
 
-class Report(_Model):
-    """The slide-level report written from one multi-image prompt (MedGemma 1.5)."""
+class Lease(_Model):
+    """Who runs the job (or a slide's report) now; `token` fences writes of a worker whose lease expired."""
 
-    status: str = "off"  # off | pending | done | failed
+    owner: str
+    token: str
+    expires_at: datetime
+
+
+class ReportStatus(StrEnum):
+    """Where a slide's report is (`verdict.slide.report.status`)."""
+
+    OFF = "off"  # no report: SLIDE_REPORT_PATCHES is 0 on the slide service
+    PENDING = "pending"  # tiles chosen, a `report` task on its way or running
+    DONE = "done"  # text written
+    FAILED = "failed"  # could not be written: `error` says why (the verdict stands)
+
+
+class ReportTile(TileRef):
+    """A tile chosen for the report's prompt: where it is on the slide and in which shard, its p_yes,
+    and whether it was chosen as a top tile (the rest are the sampled context)."""
+
+    shard: int
+    p_yes: float | None = None
+    top: bool = False
+
+
+class Report(_Model):
+    """The slide-level report written from one multi-image prompt (MedGemma 1.5), after the verdict.
+
+    Its own task (`report`) with its own lease and attempts, stored here: the job's `state`,
+    `lease` and `verdict` answer are the verdict's and never change for the report.
+    """
+
+    status: str = ReportStatus.OFF.value  # off | pending | done | failed (ReportStatus)
     text: str = ""
     model_id: str = ""
+    model_revision: str = ""
     prompt_version: str = ""
-    patches: int = 0
-    error: str = ""
+    patches: int = 0  # tiles in the prompt (len(tiles))
+    tiles: list[ReportTile] = Field(default_factory=list)  # in prompt order (ascending index)
+    error: str = ""  # why it failed (status failed), or the last transient fault while pending
+    attempts: int = 0  # leases that reached the engine's report path
+    lease: Lease | None = None
+    published_at: datetime | None = None  # the `report` message acked by Pub/Sub
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    dead_letters: int = 0  # times its message ran out of delivery attempts and was put back in flight
+    first_dead_letter_at: datetime | None = None
+    inference_ms: float = 0.0
+    new_tokens: int = 0
 
 
 class SlideVerdict(_Model):
@@ -212,14 +253,6 @@ class Verdict(_Model):
     prompt_version: str
     timings_ms: Timings = Field(default_factory=Timings)
     slide: SlideVerdict | None = None  # slide jobs only
-
-
-class Lease(_Model):
-    """Who runs the job now; `token` fences writes of a worker whose lease expired."""
-
-    owner: str
-    token: str
-    expires_at: datetime
 
 
 class HistoryEntry(_Model):

@@ -1,8 +1,10 @@
-"""A slide's messages after tiling: one `shard` message per shard (to the jobs topic) and one
-`finalize` (to the slides topic), each recorded on its document once Pub/Sub acknowledged it.
+"""A slide's messages after tiling: one `shard` message per shard (to the jobs topic), one
+`finalize` (to the slides topic) and, after the verdict, one `report` (to the jobs topic), each
+recorded on its document once Pub/Sub acknowledged it.
 
-The slide service (after tiling), the inference service (after the last shard) and the sweep all
-publish through these two functions, so "published_at is set" always means "the server acked it".
+The slide service (after tiling, after the verdict), the inference service (after the last
+shard) and the sweep all publish through these functions, so "published_at is set" always means
+"the server acked it".
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from healer_core.publisher import Publisher
-from healer_core.schema import Job, JobMessage, SlideStage, Task
+from healer_core.report_store import ReportStore, report_of
+from healer_core.schema import Job, JobMessage, ReportStatus, SlideStage, Task
 from healer_core.slide_store import SlideStore
+from healer_core.store import utcnow
 
 # Shard messages in flight at once: a resection's 300 shards go out in seconds, not one by one.
 PUBLISH_THREADS = 8
@@ -50,3 +54,20 @@ def finalize_if_due(slides: SlideStore, publisher: Publisher, job_id: str) -> bo
         publish_finalize(slides, publisher, job)  # the claimer died before publishing (or is publishing now)
         return True
     return False
+
+
+def publish_report(reports: ReportStore, publisher: Publisher, job: Job) -> str:
+    """Publish the slide's `report` message (to the jobs topic: the inference service writes it)
+    and record it. Returns the message id."""
+    message_id = publisher.publish(JobMessage.for_job(job).for_task(Task.REPORT))
+    reports.mark_report_published(job.job_id, message_id)
+    return message_id
+
+
+def report_unpublished(job: Job) -> bool:
+    """Whether a done slide's pending report has no message recorded and nobody holds it (the
+    finalizer died or its publish failed after the verdict was written)."""
+    report = report_of(job)
+    if report is None or report.status != ReportStatus.PENDING or report.published_at is not None:
+        return False
+    return report.lease is None or report.lease.expires_at <= utcnow()

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -92,9 +92,9 @@ class SlideStore(JobStore):
     """The job store, plus what a slide and its shards need."""
 
     @classmethod
-    def of(cls, store: JobStore) -> SlideStore:
-        """The same collection, client and TTL as `store`."""
-        if isinstance(store, SlideStore):
+    def of(cls, store: JobStore) -> Self:
+        """The same collection, client and TTL as `store` (`store` itself when it is one already)."""
+        if isinstance(store, cls):
             return store
         return cls(store.client, store.collection.id, store.ttl_days)
 

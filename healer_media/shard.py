@@ -22,7 +22,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -150,8 +150,13 @@ def decode_shard(
     limits: ShardLimits | None = None,
     job_id: str | None = None,
     shard: int | None = None,
+    only: Collection[int] | None = None,
 ) -> Shard:
-    """Validate and decode a shard object; `job_id` / `shard`, when given, must be what it claims."""
+    """Validate and decode a shard object; `job_id` / `shard`, when given, must be what it claims.
+
+    `only`: decode only these tile indices (a slide report needs a few tiles of a shard); the whole
+    object is validated all the same, and an index the shard does not hold is `tiles_mismatch`.
+    """
     limits = limits or ShardLimits()
     if len(data) > limits.max_bytes:
         raise ShardRejected("too_large", f"the shard is {len(data)} bytes; the limit is {limits.max_bytes}")
@@ -174,7 +179,14 @@ def decode_shard(
     decode_limits = DecodeLimits(
         max_bytes=limits.max_tile_bytes, max_pixels=manifest.tile_px * manifest.tile_px, max_frames=1
     )
-    tiles = [_tile(ref, members[ref.file], manifest.tile_px, decode_limits) for ref in manifest.tiles]
+    refs = manifest.tiles
+    if only is not None:
+        wanted = set(only)
+        absent = sorted(wanted - set(indices))
+        if absent:
+            raise ShardRejected("tiles_mismatch", f"the shard holds no tile {absent[:3]}")
+        refs = [ref for ref in refs if ref.index in wanted]
+    tiles = [_tile(ref, members[ref.file], manifest.tile_px, decode_limits) for ref in refs]
     return Shard(job_id=manifest.job_id, shard=manifest.shard, tile_px=manifest.tile_px, tiles=tiles)
 
 

@@ -27,6 +27,7 @@ from inference_service.batcher import MicroBatcher
 from inference_service.engine.base import Engine
 from inference_service.inference import Inference
 from inference_service.readiness import PROBE_TIMEOUT_S, DeviceCheck, Readiness
+from inference_service.report_worker import ReportDeps, report_deps
 from inference_service.settings import Settings
 from inference_service.shard_worker import ShardDeps, shard_deps
 from inference_service.worker import WorkerDeps
@@ -94,6 +95,11 @@ class Runtime:
     def shards(self) -> ShardDeps:
         """What shard messages need (built on first use: the model is loaded by then)."""
         return shard_deps(self)
+
+    @cached_property
+    def reports(self) -> ReportDeps:
+        """What slide `report` messages need (built on first use: the model is loaded by then)."""
+        return report_deps(self)
 
     def worker_deps(self) -> WorkerDeps:
         assert self.inference is not None
@@ -195,3 +201,5 @@ class Runtime:
             # Unfinished requests get BatcherStopped → TransientError → lease released, 503.
             await self.inference.batcher.stop(self.settings.shutdown_grace_seconds)
             self.inference.close()
+        if "reports" in self.__dict__:  # built: stop its thread (a running report's result is dropped)
+            self.reports.runner.close()

@@ -66,7 +66,7 @@ def shard_deps(runtime: Runtime) -> ShardDeps:
     )
 
 
-def _location(uri: str) -> tuple[str, str]:
+def shard_location(uri: str) -> tuple[str, str]:
     """(bucket, name) of a gs:// URI."""
     bucket, _, name = uri.removeprefix("gs://").partition("/")
     if not bucket or not name:
@@ -108,7 +108,7 @@ async def _leased(message: JobMessage, n: int, deps: ShardDeps) -> Outcome:
     shard, token = lease.shard, lease.token
     log.info("shard leased", extra={"job_id": job_id, "shard": n, "attempt": shard.attempts})
     try:
-        bucket, name = _location(shard.object)
+        bucket, name = shard_location(shard.object)
         data = await asyncio.to_thread(deps.blobs.download, bucket, name, shard.generation, deps.limits.max_bytes)
         decoded = await asyncio.to_thread(decode_shard, data, deps.limits, job_id, n)
         _matches(decoded, [(t.index, t.x, t.y, t.w, t.h) for t in shard.tiles])

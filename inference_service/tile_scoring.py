@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from PIL.Image import Image
 
@@ -32,6 +32,7 @@ from healer_core.schema import ErrorCode
 from healer_media.errors import TransientError
 from inference_service.batcher import BatchedResult, BatcherStopped
 from inference_service.inference import Inference
+from inference_service.slots import held
 
 ADMISSION_WAIT_S = 30.0
 
@@ -46,18 +47,9 @@ class TileScorer:
         self._shards = asyncio.Semaphore(max_shards)
         self._tiles = asyncio.Semaphore(self.tile_slots)
 
-    @contextlib.asynccontextmanager
-    async def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> AsyncIterator[bool]:
+    def admitted(self, wait_s: float = ADMISSION_WAIT_S) -> contextlib.AbstractAsyncContextManager[bool]:
         """`async with scorer.admitted() as ok:` ok is True while this shard holds a place."""
-        try:
-            await asyncio.wait_for(self._shards.acquire(), timeout=wait_s)
-        except TimeoutError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self._shards.release()
+        return held(self._shards, wait_s)
 
     async def score(self, images: Sequence[Image]) -> tuple[list[float], float]:
         """P(yes) per image, in order, and the milliseconds it took. Raises TransientError when the

@@ -1,10 +1,12 @@
 """The `finalize` step: lease the fully counted slide → read every shard's tile scores →
 aggregate → heatmap over the thumbnail, GeoJSON, thumbnail into the results bucket → the slide
-verdict (fenced) → job done.
+verdict (fenced) → job done → the `report` task, when reports are on (`report.py`).
 
 Everything it writes is keyed by job id and rewritten identically by a second run, so a finalize
 that dies is simply run again (its lease expires; Pub/Sub or the sweep redelivers); the verdict
-is written once (lease + fenced write).
+is written once (lease + fenced write). The report's message goes out after the verdict: if that
+publish fails, the finalize answers 503 and its redelivery (finding the job done) publishes it;
+the sweep is the backstop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import logging
 
 from PIL import Image
 
-from healer_core.schema import ErrorCode, Job, JobError, JobMessage, JobState, SlideStage, Timings, Verdict
+from healer_core.report_store import ReportStore
+from healer_core.schema import (
+    ErrorCode,
+    Job,
+    JobError,
+    JobMessage,
+    JobState,
+    ReportStatus,
+    SlideStage,
+    Timings,
+    Verdict,
+)
+from healer_core.slide_messages import publish_report, report_unpublished
 from healer_core.store import utcnow
 from healer_media.errors import TransientError
 from slide_service.aggregate import aggregate
@@ -24,6 +38,7 @@ from slide_service.artifacts import CONTENT_TYPES, GEOJSON, HEATMAP, THUMBNAIL, 
 from slide_service.geojson import tiles_geojson
 from slide_service.heatmap import render_heatmap
 from slide_service.outcome import Step, unleased
+from slide_service.report import initial_report
 from slide_service.runtime import SlideRuntime
 from slide_service.verdict import Artifacts, slide_verdict, tile_scores
 
@@ -39,6 +54,9 @@ async def run_finalize(message: JobMessage, rt: SlideRuntime) -> Step:
     step = unleased(lease.status)
     if step is not None or lease.job is None:
         log.info("finalize not run", extra={"job_id": job_id, "status": str(lease.status)})
+        if step == Step.ALREADY_TERMINAL and lease.job is not None and report_unpublished(lease.job):
+            # The verdict was written but its report's publish failed (or the finalizer died).
+            return await _publish_report(lease.job, rt)
         return step or Step.NOT_DUE
     job, token = lease.job, lease.token
     try:
@@ -60,6 +78,20 @@ async def run_finalize(message: JobMessage, rt: SlideRuntime) -> Step:
         log.warning("slide verdict fenced off: lease lost to another worker", extra={"job_id": job_id})
         return Step.FENCED
     log.info("slide verdict written", extra={"job_id": job_id, "answer": verdict.answer, "p_yes": verdict.p_yes})
+    if verdict.slide is not None and verdict.slide.report.status == ReportStatus.PENDING:
+        return await _publish_report(job, rt)
+    return Step.DONE
+
+
+async def _publish_report(job: Job, rt: SlideRuntime) -> Step:
+    """Publish the slide's `report` task (the verdict is written). A failure answers RETRY: the
+    finalize comes back, finds the job done and publishes again (the sweep, failing that)."""
+    try:
+        await asyncio.to_thread(publish_report, ReportStore.of(rt.store), rt.publisher, job)
+    except Exception as exc:
+        log.warning("report publish failed", extra={"job_id": job.job_id, "error": type(exc).__name__})
+        return Step.RETRY
+    log.info("report task published", extra={"job_id": job.job_id})
     return Step.DONE
 
 
@@ -90,4 +122,5 @@ def build_verdict(job: Job, rt: SlideRuntime) -> Verdict:
         total=round((utcnow() - created).total_seconds() * 1000.0, 2),
     )
     artifacts = Artifacts(uris[HEATMAP], uris[GEOJSON], uris[THUMBNAIL])
-    return slide_verdict(agg, shards, artifacts, s.threshold, s.indeterminate_band, timings)
+    report = initial_report(job.job_id, shards, s.slide_report_patches)
+    return slide_verdict(agg, shards, artifacts, s.threshold, s.indeterminate_band, timings, report)

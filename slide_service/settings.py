@@ -47,6 +47,11 @@ class SlideSettings(JobStoreSettings, PushAuthSettings):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, validation_alias="THRESHOLD")
     indeterminate_band: float = Field(default=0.1, ge=0.0, le=0.5, validation_alias="INDETERMINATE_BAND")
 
+    # The slide report (report.py): how many tiles its one prompt holds, chosen at finalize; 0 turns
+    # it off (no report task). The inference service reads the same variable as its engine's
+    # ceiling: Terraform and the local stack give both services one value.
+    slide_report_patches: int = Field(default=125, ge=0, le=256, validation_alias="SLIDE_REPORT_PATCHES")
+
     # Artifacts: the longest side of the thumbnail the heatmap is drawn over.
     heatmap_max_px: int = Field(default=2048, ge=128, le=16384, validation_alias="HEATMAP_MAX_PX")
 

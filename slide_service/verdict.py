@@ -8,10 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from healer_core.schema import Aggregation, Shard, SlideVerdict, Timings, Verdict
+from healer_core.schema import Aggregation, Report, Shard, SlideVerdict, Timings, Verdict
 from healer_core.schema import TileScore as StoredTileScore
 from slide_service.aggregate import SlideAggregate, TileScore
-from slide_service.report import initial_report
 
 
 class IncompleteScores(RuntimeError):
@@ -67,8 +66,10 @@ def slide_verdict(
     threshold: float,
     band: float,
     timings: Timings,
+    report: Report | None = None,
 ) -> Verdict:
-    """The verdict written to `jobs/{job_id}.verdict`."""
+    """The verdict written to `jobs/{job_id}.verdict`; `report` is its report block (`report.py`),
+    off when not given."""
     model = provenance(shards)
     top = [StoredTileScore(index=t.index, x=t.x, y=t.y, w=t.w, h=t.h, p_yes=t.p_yes) for t in agg.top_tiles]
     return Verdict(
@@ -88,6 +89,6 @@ def slide_verdict(
             heatmap_uri=artifacts.heatmap_uri,
             geojson_uri=artifacts.geojson_uri,
             thumbnail_uri=artifacts.thumbnail_uri,
-            report=initial_report(),
+            report=report or Report(),
         ),
     )

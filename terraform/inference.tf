@@ -166,6 +166,11 @@ resource "google_cloud_run_v2_service" "inference" {
         value = google_pubsub_topic.slides.name
       }
       env {
+        # The most tiles of a slide report's one prompt (the slide service chooses as many).
+        name  = "SLIDE_REPORT_PATCHES"
+        value = tostring(var.slide_report_patches)
+      }
+      env {
         # Dead letters of jobs never really run are republished here…
         name  = "JOBS_TOPIC"
         value = google_pubsub_topic.jobs.name

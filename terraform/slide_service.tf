@@ -411,6 +411,12 @@ resource "google_cloud_run_v2_service" "slide_service" {
         value = tostring(var.slide_top_k)
       }
       env {
+        # Tiles chosen for each slide's report at finalize (0: no report task); the inference
+        # service gets the same value as its ceiling.
+        name  = "SLIDE_REPORT_PATCHES"
+        value = tostring(var.slide_report_patches)
+      }
+      env {
         name  = "JOB_TTL_DAYS"
         value = tostring(var.job_ttl_days)
       }

@@ -341,6 +341,17 @@ variable "max_batch_size" {
   }
 }
 
+variable "slide_report_patches" {
+  description = "SLIDE_REPORT_PATCHES, given to both services: the slide service chooses this many tiles of each slide for its MedGemma 1.5 report (0 turns reports off: no report task), the inference service takes at most this many in one prompt. 125 (Google's whole-slide notebook) fits an L4 next to the tile engine (docs/BENCHMARKS.md, 'The slide report on an L4')."
+  type        = number
+  default     = 125
+
+  validation {
+    condition     = var.slide_report_patches >= 0 && var.slide_report_patches <= 256 && floor(var.slide_report_patches) == var.slide_report_patches
+    error_message = "slide_report_patches must be a whole number between 0 and 256."
+  }
+}
+
 variable "batch_window_ms" {
   description = "BATCH_WINDOW_MS: how long the batcher waits to fill a batch."
   type        = number

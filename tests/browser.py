@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +48,15 @@ def node() -> str:
     if found is None:
         pytest.skip("node is not installed")
     return found
+
+
+def run_e2e(script: str, *args: str, timeout_s: float = 420) -> dict[str, Any]:
+    """Run console/web/e2e/`script` with node from the repository root; the JSON line it printed
+    last (what it saw). Fails the test with its output when it exits non-zero or prints none."""
+    proc = subprocess.run(
+        [node(), str(WEB / "e2e" / script), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    seen: dict[str, Any] = json.loads(lines[-1])
+    return seen

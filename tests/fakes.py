@@ -49,7 +49,9 @@ class FakeEngine:
     - `probe_error`: what probe() raises (a device that fails), None for a healthy one;
     - `wedge()` / `unwedge()`: probe() blocks from one to the other, as on a wedged GPU;
     - `probes`: how many times probe() was called.
-    - `report`: template of `report_slide`'s text ({patches}); `reports`: the patch count of each call.
+    - `report`: template of `report_slide`'s text ({patches}); `reports`: the patch count of each call;
+      `report_inputs`: the patches of each call; `report_failures`: how many of the first calls raise
+      FakeEngineError (an engine fault in the report path only); `report_delay_s`: sleep per report.
     """
 
     p_yes: Callable[[Image], float] = image_p_yes
@@ -69,6 +71,9 @@ class FakeEngine:
     probe_error: Exception | None = None
     probes: int = 0
     reports: list[int] = field(default_factory=list)
+    report_inputs: list[list[Image]] = field(default_factory=list)
+    report_failures: int = 0
+    report_delay_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _unwedged: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -127,9 +132,11 @@ class FakeEngine:
         started = time.perf_counter()
         with self._lock:
             self.reports.append(len(patches))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if self.fail_on is not None and any(self.fail_on(im) for im in patches):
+            self.report_inputs.append(list(patches))
+            failing = len(self.reports) <= self.report_failures
+        if self.delay_s or self.report_delay_s:
+            time.sleep(self.delay_s + self.report_delay_s)
+        if failing or (self.fail_on is not None and any(self.fail_on(im) for im in patches)):
             raise FakeEngineError("fake engine failure")
         text = self.report.format(patches=len(patches))
         return SlideReport(

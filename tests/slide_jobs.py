@@ -5,8 +5,9 @@ slide job document is written through the store, and its verdict's artifacts are
 slide library itself: tissue → tile plan → scores → aggregate → heatmap, GeoJSON and thumbnail in
 the results bucket under `slides/<job_id>/`. The tile scores stand in for the model: tiles whose
 centre lies in the known tumor region score high, the others low, so a test can check that what
-the viewer draws lands on the tumor. When the real pipeline lands, a `make demo` slide can replace
-this (the console only reads the job document and the objects it names).
+the viewer draws lands on the tumor, which the tiny model's random scores cannot show. A slide that
+went through the real pipeline is opened by tests/test_console_pipeline_slide_e2e.py (the console
+only reads the job document and the objects it names, so both look the same to it).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ opens one, and saves the list and detail screenshots used by docs/CONSOLE.md.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from PIL import Image
 
 from healer.stack.config import StackConfig
 from healer_core.schema import ERROR_DESCRIPTIONS, ErrorCode
-from tests.browser import REPO, SCREENSHOTS, WEB, ensure_chromium, ensure_frontend, node
+from tests.browser import SCREENSHOTS, ensure_chromium, ensure_frontend, run_e2e
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +29,6 @@ def _pick_samples(paths: list[Path]) -> list[Path]:
 
 def test_upload_two_images_and_review_them(stack_cfg: StackConfig, sample_paths: list[Path], tmp_path: Path) -> None:
     chromium = ensure_chromium()
-    node_bin = node()
     ensure_frontend()
     images = _pick_samples(sample_paths)
     assert len(images) == 2
@@ -40,30 +37,11 @@ def test_upload_two_images_and_review_them(stack_cfg: StackConfig, sample_paths:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     url = f"http://{stack_cfg.host}:{stack_cfg.console_port}"
 
-    proc = subprocess.run(
-        [
-            node_bin,
-            str(WEB / "e2e" / "upload.mjs"),
-            "--url",
-            url,
-            "--out",
-            str(SCREENSHOTS),
-            "--chromium",
-            str(chromium),
-            "--hostile",
-            str(hostile),
-            "--timeout",
-            "240",
-            *map(str, images),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
+    result = run_e2e(
+        "upload.mjs",
+        *("--url", url, "--out", str(SCREENSHOTS), "--chromium", str(chromium)),
+        *("--hostile", str(hostile), "--timeout", "240", *map(str, images)),
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"e2e failed:\n{proc.stdout}\n{proc.stderr}"
-    result = json.loads(lines[-1])
 
     assert [row["file"] for row in result["rows"]] == [p.name for p in images]
     for row in result["rows"]:

@@ -4,14 +4,13 @@ resumable slide upload with progress.
 
 Headless Debian Chromium, driven by playwright-core (console/web/e2e/slide.mjs), against a console
 served in-process on the emulators, over slide jobs written by tests/slide_jobs.py: a generated slide
-whose tumor region is known, its verdict's heatmap and GeoJSON made by the slide library. Saves the
-screenshots used by docs/CONSOLE.md.
+whose tumor region is known, its verdict's heatmap and GeoJSON made by the slide library: the check
+that what is hot is the tumor. A slide through the real pipeline (tiny model, random scores) is
+tests/test_console_pipeline_slide_e2e.py. Saves the screenshots used by docs/CONSOLE.md.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from healer_core.schema import Job, Timings, Verdict
 from healer_core.store import JobStore
 from slide_service import synth
 from slide_service.synth import SynthSlide
-from tests.browser import REPO, SCREENSHOTS, WEB, ensure_chromium, ensure_frontend, node
+from tests.browser import SCREENSHOTS, WEB, ensure_chromium, ensure_frontend, run_e2e
 from tests.slide_jobs import SeededSlide, seed_done_slide, seed_running_slide
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
@@ -133,37 +132,13 @@ def test_slide_viewer_in_the_browser(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shots = tmp_path / "shots"
     upload = slides_dir["upload"].path
-    proc = subprocess.run(
-        [
-            node(),
-            str(WEB / "e2e" / "slide.mjs"),
-            "--url",
-            console["url"],
-            "--job",
-            done.job.job_id,
-            "--running",
-            console["running"].job_id,
-            "--upload",
-            str(upload),
-            "--out",
-            str(SCREENSHOTS),
-            "--shots",
-            str(shots),
-            "--tile-index",
-            str(target.index),
-            "--tile",
-            f"{target.x},{target.y},{target.w},{target.h}",
-            "--chromium",
-            str(chromium),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
+    seen = run_e2e(
+        "slide.mjs",
+        *("--url", console["url"], "--job", done.job.job_id, "--running", console["running"].job_id),
+        *("--upload", str(upload), "--out", str(SCREENSHOTS), "--shots", str(shots)),
+        *("--tile-index", str(target.index), "--tile", f"{target.x},{target.y},{target.w},{target.h}"),
+        *("--chromium", str(chromium)),
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"slide e2e failed:\n{proc.stdout}\n{proc.stderr}"
-    seen = json.loads(lines[-1])
 
     # The list: a running slide shows its progress, a finished one its counts and report status.
     listing = seen["list"]

@@ -10,6 +10,7 @@ import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +313,20 @@ def test_logs_name_the_job_never_the_object(client: TestClient, env: dict[str, A
     assert "resumable upload started" in logged
     for name_part in ("slide-17", "case 17", "slide-31", "case 31", env["inbox"].name + "/lab-a"):
         assert name_part not in logged
+
+
+def test_a_report_being_written_shows_pending_and_never_its_lease_token(
+    client: TestClient, env: dict[str, Any]
+) -> None:
+    store = env["store"]
+    data = store.collection.document(env["done"].job.job_id).get().to_dict()
+    data["job_id"] = "reportpending1"
+    lease = {"owner": "inference-1", "token": "fence-token-secret", "expires_at": datetime.now(UTC)}
+    data["verdict"]["slide"]["report"] = {"status": "pending", "patches": 12, "attempts": 1, "lease": lease}
+    store.collection.document("reportpending1").set(data)
+    detail = client.get("/api/jobs/reportpending1").json()
+    report = detail["verdict"]["slide"]["report"]
+    assert (report["status"], report["patches"], report["lease"]["owner"]) == ("pending", 12, "inference-1")
+    assert "token" not in report["lease"] and "fence-token-secret" not in json.dumps(detail)
+    row = next(item for item in client.get("/api/jobs").json()["items"] if item["job_id"] == "reportpending1")
+    assert row["slide"]["report_status"] == "pending" and row["state"] == "done"

@@ -9,13 +9,9 @@ import sys
 import pytest
 from PIL import Image
 
+from healer_core.report_selection import ReportSelection, select_report_patches
 from inference_service.engine.prompt import REPORT_PROMPT_VERSION
-from inference_service.engine.slide_report import (
-    ReportSelection,
-    SlideReport,
-    SlideReporter,
-    select_report_patches,
-)
+from inference_service.engine.slide_report import SlideReport, SlideReporter
 from inference_service.settings import Settings
 from tests.fakes import FakeEngine, FakeEngineError
 
@@ -98,7 +94,7 @@ def test_the_sample_is_a_function_of_the_seed_only() -> None:
 def test_the_sample_is_the_same_in_another_process() -> None:
     # `random.Random(str)` hashes with SHA-512, not with Python's per-process salted hash().
     code = (
-        "from inference_service.engine.slide_report import select_report_patches;"
+        "from healer_core.report_selection import select_report_patches;"
         "print(select_report_patches({i: i / 300 for i in range(300)}, 12, 'job-x').sampled)"
     )
     runs = {

@@ -103,9 +103,12 @@ def summarize(job: Job) -> JobSummary:
 def job_detail(job: Job) -> dict[str, Any]:
     """The full job for the detail view: verdict, error in plain words, history oldest first.
 
-    The lease's fencing token is left out: the browser has no use for it.
+    The fencing tokens (the job's lease, a slide report's lease) are left out: the browser has no
+    use for them.
     """
-    data = job.model_dump(mode="json", exclude={"lease": {"token"}})
+    data = job.model_dump(
+        mode="json", exclude={"lease": {"token"}, "verdict": {"slide": {"report": {"lease": {"token"}}}}}
+    )
     data["history"] = sorted(data["history"], key=lambda entry: entry["at"])
     if job.error is not None:
         data["error"]["description"] = describe_error(job.error.code)

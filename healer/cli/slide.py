@@ -171,8 +171,10 @@ def _report_line(report: Report) -> str:
     if report.status == "failed":
         return f"[bold]Report[/bold]: [red]failed[/red]: {report.error or 'no reason recorded'}"
     if report.status == "pending":
-        return "[bold]Report[/bold]: pending (written after the tiles are scored)"
-    return f"[bold]Report[/bold]: {report.status} (the inference service's SLIDE_REPORT_PATCHES is 0)"
+        chosen = f"{report.patches} tiles chosen; " if report.patches else ""
+        retry = f"; last attempt: {report.error}" if report.error else ""
+        return f"[bold]Report[/bold]: pending ({chosen}written after the tiles are scored{retry})"
+    return f"[bold]Report[/bold]: {report.status} (SLIDE_REPORT_PATCHES is 0 on the slide service)"
 
 
 def _top_tiles(found: SlideVerdict, top: int) -> Table:

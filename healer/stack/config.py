@@ -7,6 +7,13 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference_service.engine.manifest import read_manifest
+from inference_service.engine.tiny import TINY_MODEL_ID
+
+# The local stack's SLIDE_REPORT_PATCHES when unset (StackConfig.report_patches).
+TINY_REPORT_PATCHES = 125
+LOCAL_REPORT_PATCHES = 8
+
 
 class StackConfig(BaseSettings):
     """Where each local component listens, and where the stack keeps its state."""
@@ -44,6 +51,10 @@ class StackConfig(BaseSettings):
     # Pub/Sub pushes far more than one instance takes; the emulator's own push never exceeds 2.
     push_concurrency: int = Field(default=64, ge=1, le=1000, validation_alias="HEALER_PUSH_CONCURRENCY")
     eventarc_poll_seconds: float = Field(default=0.5, gt=0, validation_alias="EVENTARC_POLL_SECONDS")
+    # The slide report's tiles, given to the slide service (it chooses that many, 0 = off) and to
+    # the inference service (the most it takes): one value for both, as Terraform does. Unset:
+    # `default_slide_report_patches`.
+    slide_report_patches: int | None = Field(default=None, ge=0, le=256, validation_alias="SLIDE_REPORT_PATCHES")
     # Cloud Scheduler's reconcile cadence in terraform/reconcile.tf; 0 disables the local stand-in.
     reconcile_every_seconds: float = Field(default=900.0, ge=0, validation_alias="HEALER_RECONCILE_EVERY_SECONDS")
 
@@ -104,6 +115,18 @@ class StackConfig(BaseSettings):
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else self.home / "models" / "tiny"
 
+    @property
+    def report_patches(self) -> int:
+        """SLIDE_REPORT_PATCHES for both services: as set, else 125 (Google's whole-slide notebook,
+        the deployed default) with the tiny model, which writes that in seconds, and 8 with a real
+        model: on a CPU MedGemma's vision tower alone takes ≈ 50 s per patch (docs/BENCHMARKS.md),
+        so 125 patches would be hours. Set SLIDE_REPORT_PATCHES=125 on a GPU machine."""
+        if self.slide_report_patches is not None:
+            return self.slide_report_patches
+        manifest = read_manifest(self.resolved_model_dir) or {}
+        tiny = not self.model_dir or manifest.get("model_id") == TINY_MODEL_ID
+        return TINY_REPORT_PATCHES if tiny else LOCAL_REPORT_PATCHES
+
     def client_env(self) -> dict[str, str]:
         """What any official Google client needs to talk to this stack."""
         return {
@@ -148,6 +171,7 @@ class StackConfig(BaseSettings):
             "HEALER_PUSH_CONCURRENCY": str(self.push_concurrency),
             "ACK_DEADLINE_SECONDS": str(self.ack_deadline_seconds),
             "HEALER_RECONCILE_EVERY_SECONDS": str(self.reconcile_every_seconds),
+            "SLIDE_REPORT_PATCHES": str(self.report_patches),
         }
         return self.client_env() | env
 

@@ -18,6 +18,7 @@ from healer_core.topics import is_slide_task
 from healer_push.auth import require_push_auth
 from healer_push.http import DeadLetter, PushMessage
 from inference_service.deps import ReadyRuntime, RuntimeDep
+from inference_service.report_worker import process_report, settle_dead_report
 from inference_service.shard_dead_letter import settle_dead_shard
 from inference_service.shard_worker import process_shard
 from inference_service.worker import STATUS_FOR, Outcome, process_job
@@ -34,6 +35,8 @@ async def push(runtime: ReadyRuntime, message: PushMessage) -> Response:
     ready: 503 before the body is read; not an envelope: 400 — inference_service/http_errors.py)."""
     if message.task == Task.SHARD:  # shards have their own admission (MAX_SHARDS_IN_FLIGHT)
         return Response(status_code=STATUS_FOR[await process_shard(message, runtime.shards)])
+    if message.task == Task.REPORT:  # a slide's report: its own lease and admission (report_worker.py)
+        return Response(status_code=STATUS_FOR[await process_report(message, runtime.reports)])
     if is_slide_task(message.task):
         # Not ours (a slide step on the jobs topic): redelivering cannot help; the job is still
         # recorded, and the sweep republishes it to the slides topic.
@@ -67,6 +70,11 @@ async def dead_letter(runtime: RuntimeDep, envelope: DeadLetter) -> Response:
     if message.task == Task.SHARD:  # a shard of a slide: its own rules (shard_dead_letter.py)
         status = await settle_dead_shard(
             message, runtime.shards, settings.max_delivery_attempts, settings.dead_letter_give_up_seconds
+        )
+        return Response(status_code=status)
+    if message.task == Task.REPORT:  # a slide's report: failed once really tried (report_worker.py)
+        status = await settle_dead_report(
+            message, runtime.reports, settings.max_delivery_attempts, settings.dead_letter_give_up_seconds
         )
         return Response(status_code=status)
     store = runtime.store

@@ -11,7 +11,8 @@ was lost. This sweep covers what comes after tiling, where the job itself holds 
 - scoring, every shard counted but nobody claimed the finalize (the last shard's worker died
   between counting and claiming): claim it, publish `finalize`;
 - finalizing, no live lease and nothing happened for `unpublished_grace_s` (the finalize
-  publish was lost, or the finalizer died): publish `finalize` again.
+  publish was lost, or the finalizer died): publish `finalize` again;
+- done, its report pending and stuck (`report_sweep.sweep_reports`).
 
 Duplicate messages are harmless (shards and finalize are leased and fenced), so the sweep errs
 on the side of publishing.
@@ -28,6 +29,7 @@ from healer_core.schema import Job, JobState, SlideStage
 from healer_core.slide_messages import publish_finalize, publish_shards
 from healer_core.slide_store import SlideStore, older_than
 from healer_core.store import JobStore, utcnow
+from healer_ingest.report_sweep import sweep_reports
 
 log = logging.getLogger("healer.reconcile")
 
@@ -55,6 +57,7 @@ def sweep_slides(store: JobStore, publisher: Publisher, *, unpublished_grace_s: 
                 publish_finalize(slides, publisher, job)
                 log.warning("finalize republished", extra={"job_id": job.job_id})
                 counts["slide_finalize_republished"] += 1
+    counts.update(sweep_reports(store, publisher, unpublished_grace_s=unpublished_grace_s, stale_s=stale_s))
     return counts
 
 

@@ -1,15 +1,13 @@
 """Slides end to end on the whole local stack (`stack_cfg`: emulators, ingest, the Eventarc
 stand-in, the slide service, the inference service on the tiny model): upload with
 google-cloud-storage, read with google-cloud-firestore — nothing of this project's code on the
-client side."""
+client side. The verdict first, then the slide report (MedGemma 1.5's path, on the tiny checkpoint)."""
 
 from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.cloud import firestore, storage  # type: ignore[attr-defined]
@@ -19,6 +17,7 @@ from healer.stack.config import StackConfig
 from slide_service import synth
 from slide_service.synth import SynthSlide
 from tests.log_privacy import PATIENT  # object names like labs use: never in a log line
+from tests.stack_jobs import reported, terminal
 
 pytestmark = pytest.mark.emulator
 
@@ -28,18 +27,6 @@ def stack_slide(tmp_path_factory: pytest.TempPathFactory, sample_paths: list[Pat
     """A 10X scan (1 µm/px): 896-px tiles are 896 level-0 pixels, a handful of them tissue."""
     folder = tmp_path_factory.mktemp("e2e-slides")
     return synth.write_slide(folder / "slide.svs", sample_paths, width=4096, height=3072, mpp=1.0)
-
-
-def terminal(db: firestore.Client, cfg: StackConfig, blob: storage.Blob, timeout_s: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        query = db.collection(cfg.jobs_collection).where(filter=firestore.FieldFilter("name", "==", blob.name))
-        docs = [d.to_dict() for d in query.stream()]
-        mine = [d for d in docs if d["generation"] == int(blob.generation) and d["bucket"] == blob.bucket.name]
-        if mine and mine[0]["state"] in ("done", "failed"):
-            return mine[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no terminal job for {blob.name} in {timeout_s}s")
 
 
 def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
@@ -58,7 +45,7 @@ def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
     assert verdict["answer"] in ("yes", "no", "indeterminate") and 0 <= verdict["p_yes"] <= 1
     assert "tiny" in verdict["model_id"] and verdict["prompt_version"] and "tissue tiles" in verdict["explanation"]
     block = verdict["slide"]
-    assert block["tiles_scored"] == slide["tiles_total"] and block["report"]["status"] == "off"
+    assert block["tiles_scored"] == slide["tiles_total"] and block["report"]["status"] in ("pending", "done")
     assert block["aggregation"] == {"method": "top_k_mean", "top_k": min(8, slide["tiles_total"])}
     for tile in block["top_tiles"]:
         assert 0 <= tile["x"] < 4096 and 0 <= tile["y"] < 3072 and tile["w"] == tile["h"] == 896
@@ -71,6 +58,23 @@ def test_a_slide_dropped_in_the_bucket_gets_a_slide_verdict_and_artifacts(
     assert results.blob(f"slides/{job['job_id']}/thumbnail.png").exists()
     log = (stack_cfg.home / "logs" / "slide.log").read_text()
     assert job["job_id"] in log and PATIENT not in log
+
+    # Then the report: the tiles chosen at finalize (all of them: fewer than SLIDE_REPORT_PATCHES),
+    # one prompt through the tiny checkpoint's real processor, written under the report's own lease.
+    report = reported(db, stack_cfg, job["job_id"])
+    assert report["status"] == "done", report
+    assert report["text"].strip() and report["error"] == "" and report["lease"] is None
+    assert "tiny" in report["model_id"] and report["prompt_version"] == "crc-report-v1"
+    assert report["patches"] == len(report["tiles"]) == min(125, slide["tiles_total"])
+    assert sorted(t["index"] for t in report["tiles"]) == list(range(slide["tiles_total"]))
+    assert report["attempts"] == 1 and report["finished_at"] is not None and report["new_tokens"] > 0
+    after = db.collection(stack_cfg.jobs_collection).document(job["job_id"]).get().to_dict()
+    assert after["state"] == "done" and after["lease"] is None  # the job's own, untouched
+    assert {k: v for k, v in after["verdict"].items() if k != "slide"} == {
+        k: v for k, v in verdict.items() if k != "slide"
+    }
+    service_log = (stack_cfg.home / "logs" / "service.log").read_text()
+    assert "report written" in service_log and PATIENT not in service_log
 
 
 def test_bad_slides_fail_end_to_end_with_their_codes(

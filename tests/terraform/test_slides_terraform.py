@@ -143,6 +143,21 @@ def test_every_deployable_gets_the_slide_settings_it_reads(tf: Module) -> None:
     assert first(console["volume_mounts"])["mount_path"] == "${local.slide_mount}"
 
 
+def test_both_services_get_the_one_slide_report_switch(tf: Module) -> None:
+    """The slide service chooses a report's tiles (0: no report), the inference service takes that
+    many in one prompt: both read SLIDE_REPORT_PATCHES from one variable, whose default is theirs."""
+    from inference_service.settings import Settings
+    from slide_service.settings import SlideSettings
+
+    for service in ("slide_service", "inference"):
+        container = first(first(tf.resource("google_cloud_run_v2_service", service)["template"])["containers"])
+        assert _env(container)["SLIDE_REPORT_PATCHES"] == "${tostring(var.slide_report_patches)}", service
+    variable = tf.variables["slide_report_patches"]
+    assert variable.get("validation"), "slide_report_patches has no validation"
+    defaults = {cls.model_fields["slide_report_patches"].default for cls in (Settings, SlideSettings)}
+    assert defaults == {variable["default"]} == {125}
+
+
 def test_tiling_fits_the_timing_chain(tf: Module) -> None:
     # Cloud Run's request timeout = the push subscription's ack deadline: a slide still tiling is
     # never redelivered to a second instance.

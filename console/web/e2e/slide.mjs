@@ -1,17 +1,21 @@
 // The slide viewer in headless Chromium (Debian's, driven by playwright-core).
 //
-//   node console/web/e2e/slide.mjs --url http://127.0.0.1:PORT --job DONE_ID --running RUNNING_ID \
-//        --upload slide.svs --out docs/screenshots --shots /tmp/shots --tile-index N --tile X,Y,W,H
+//   node console/web/e2e/slide.mjs --url http://127.0.0.1:PORT --job DONE_ID [--running RUNNING_ID] \
+//        [--upload slide.svs] [--name console-slide] --out docs/screenshots --shots /tmp/shots \
+//        --tile-index N --tile X,Y,W,H
 //
-// 1. The job list: the running slide's progress, the finished slide's counts and report status.
-// 2. Uploads --upload through the page (resumable, in chunks) and records the progress it showed.
-// 3. Opens the finished slide: waits for the viewer's tiles, zooms in and out (recording which Deep
-//    Zoom levels were fetched), hovers a top tile (tooltip with its p_yes), lays the heatmap over the
-//    slide at full opacity and screenshots the viewer with it on and off (for the alignment check),
-//    then clicks the gallery's top tile --tile-index (level-0 square --tile) and records the viewport
-//    before and after, and hovers that tile's centre (the tooltip names it with its p_yes).
-// Saves console-slide-list.png and console-slide-viewer.png under --out; the viewer-only
-// screenshots go under --shots. Prints one JSON line with what it saw; exits non-zero on failure.
+// 1. The job list: the finished slide's counts and report status (and, with --running, the running
+//    slide's progress).
+// 2. With --upload: uploads it through the page (resumable, in chunks) and records the progress shown.
+// 3. Opens the finished slide: waits for the viewer's tiles, records its report as shown, zooms in
+//    and out (recording which Deep Zoom levels were fetched), lays the heatmap over the slide at full
+//    opacity and screenshots the viewer with it on and off, then with the tile outlines alone (for
+//    the alignment checks), then clicks the gallery's top tile --tile-index (level-0 square --tile)
+//    and records the viewport before and after, and hovers that tile's centre (the tooltip names it
+//    with its p_yes).
+// Saves NAME-list.png, NAME-viewer.png and NAME-zoom.png under --out (NAME: --name, default
+// console-slide); the viewer-only screenshots (heatmap-on, heatmap-off, outlines-on) go under
+// --shots. Prints one JSON line with what it saw; exits non-zero on failure.
 
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -28,10 +32,11 @@ const { values } = parseArgs({
     shots: { type: "string" },
     "tile-index": { type: "string" },
     tile: { type: "string" },
+    name: { type: "string", default: "console-slide" },
     chromium: { type: "string", default: process.env.CHROMIUM_PATH || "/usr/bin/chromium" },
   },
 });
-for (const need of ["url", "job", "running", "upload", "shots", "tile-index", "tile"]) {
+for (const need of ["url", "job", "shots", "tile-index", "tile"]) {
   if (!values[need]) {
     console.error(`missing --${need}`);
     process.exit(2);
@@ -60,41 +65,47 @@ try {
 
   // 1. The list.
   await page.goto(values.url, { waitUntil: "networkidle" });
-  const running = page.locator(`[data-testid="job-row"][data-job-id="${values.running}"]`);
   const done = page.locator(`[data-testid="job-row"][data-job-id="${values.job}"]`);
-  await running.getByTestId("slide-progress").waitFor();
   await done.getByTestId("slide-summary").waitFor();
   result.list = {
-    running_kind: await running.getAttribute("data-kind"),
-    running_progress: [
-      Number(await running.getByTestId("slide-progress").getAttribute("data-scored")),
-      Number(await running.getByTestId("slide-progress").getAttribute("data-total")),
-    ],
-    running_text: (await running.getByTestId("slide-progress").textContent())?.trim(),
     done_summary: (await done.getByTestId("slide-summary").textContent())?.trim(),
     done_answer: (await done.getByTestId("answer").textContent())?.trim(),
     image_rows: await page.locator('[data-testid="job-row"][data-kind="image"]').count(),
   };
+  if (values.running) {
+    const running = page.locator(`[data-testid="job-row"][data-job-id="${values.running}"]`);
+    await running.getByTestId("slide-progress").waitFor();
+    Object.assign(result.list, {
+      running_kind: await running.getAttribute("data-kind"),
+      running_progress: [
+        Number(await running.getByTestId("slide-progress").getAttribute("data-scored")),
+        Number(await running.getByTestId("slide-progress").getAttribute("data-total")),
+      ],
+      running_text: (await running.getByTestId("slide-progress").textContent())?.trim(),
+    });
+  }
 
   // 2. Upload a slide: resumable, chunk by chunk, with progress.
-  await page.getByPlaceholder("e.g. case-2031").fill(folder);
-  await page.getByTestId("file-input").setInputFiles(resolve(values.upload));
-  const item = page.getByTestId("upload-item").first();
-  const progress = new Set();
-  for (let i = 0; i < 2400; i++) {
-    const status = (await item.getByTestId("upload-status").textContent()) ?? "";
-    progress.add(await item.getAttribute("data-progress"));
-    if (status.startsWith("Uploaded") || /fail|refused|error/i.test(status)) break;
-    await page.waitForTimeout(25);
+  if (values.upload) {
+    await page.getByPlaceholder("e.g. case-2031").fill(folder);
+    await page.getByTestId("file-input").setInputFiles(resolve(values.upload));
+    const item = page.getByTestId("upload-item").first();
+    const progress = new Set();
+    for (let i = 0; i < 2400; i++) {
+      const status = (await item.getByTestId("upload-status").textContent()) ?? "";
+      progress.add(await item.getAttribute("data-progress"));
+      if (status.startsWith("Uploaded") || /fail|refused|error/i.test(status)) break;
+      await page.waitForTimeout(25);
+    }
+    result.upload = {
+      status: (await item.getByTestId("upload-status").textContent())?.trim(),
+      object_name: await item.locator("span[title]").first().getAttribute("title"),
+      progress: [...progress].map(Number).sort((a, b) => a - b),
+      resumable: (await item.textContent())?.includes("resumable"),
+    };
   }
-  result.upload = {
-    status: (await item.getByTestId("upload-status").textContent())?.trim(),
-    object_name: await item.locator("span[title]").first().getAttribute("title"),
-    progress: [...progress].map(Number).sort((a, b) => a - b),
-    resumable: (await item.textContent())?.includes("resumable"),
-  };
   await page.mouse.move(0, 0);
-  await page.screenshot({ path: join(values.out, "console-slide-list.png"), fullPage: true });
+  await page.screenshot({ path: join(values.out, `${values.name}-list.png`), fullPage: true });
 
   // 3. The viewer.
   await done.click();
@@ -118,7 +129,9 @@ try {
   };
   await settle();
   result.home_levels = [...levels].sort((a, b) => a - b);
-  await page.screenshot({ path: join(values.out, "console-slide-viewer.png"), fullPage: true });
+  const report = page.getByTestId("report");
+  result.report = { status: await report.getAttribute("data-status"), text: (await report.textContent())?.trim() };
+  await page.screenshot({ path: join(values.out, `${values.name}-viewer.png`), fullPage: true });
 
   // Zoom in three steps and back out: more levels of the pyramid are fetched.
   for (let i = 0; i < 3; i++) {
@@ -146,6 +159,11 @@ try {
   await settle();
   await frame.screenshot({ path: join(values.shots, "heatmap-off.png") });
   result.shot_bounds = await bounds();
+  // The outlines alone over the slide, same view: their strokes are the difference with heatmap-off.
+  await page.getByTestId("toggle-outlines").check();
+  await settle();
+  await frame.screenshot({ path: join(values.shots, "outlines-on.png") });
+  result.outline_bounds = await bounds();
   await page.getByTestId("toggle-heatmap").check();
   await page.getByTestId("heatmap-opacity").fill("45");
   await page.getByTestId("toggle-outlines").check();
@@ -168,7 +186,7 @@ try {
   await page.getByTestId("tile-tooltip").waitFor();
   result.tooltip = (await page.getByTestId("tile-tooltip").textContent())?.trim();
   result.levels = [...levels].sort((a, b) => a - b);
-  await page.screenshot({ path: join(values.out, "console-slide-zoom.png"), fullPage: false });
+  await page.screenshot({ path: join(values.out, `${values.name}-zoom.png`), fullPage: false });
   result.console_errors = consoleErrors;
   if (consoleErrors.length) throw new Error(`browser console errors: ${consoleErrors.join(" | ")}`);
 } catch (error) {

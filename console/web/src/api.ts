@@ -89,9 +89,11 @@ export interface SlideReport {
   status: "off" | "pending" | "done" | "failed" | string;
   text: string;
   model_id: string;
+  model_revision?: string;
   prompt_version: string;
   patches: number;
   error: string;
+  inference_ms?: number;
 }
 
 export interface SlideVerdict {

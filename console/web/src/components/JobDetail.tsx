@@ -18,11 +18,18 @@ function Field({ label, children }: { label: string; children: React.ReactNode }
   );
 }
 
-/** One job: server-rendered preview, full verdict, object facts and history. Polls until terminal. */
+/** Whether the job may still change: not finished, or a slide whose report is still being written. */
+function changing(job: Job | null): boolean {
+  if (job === null) return false;
+  return (job.state !== "done" && job.state !== "failed") || job.verdict?.slide?.report.status === "pending";
+}
+
+/** One job: server-rendered preview, full verdict, object facts and history. Polls until terminal
+ * (and, for a slide, until its report is written or has failed). */
 export function JobDetail({ jobId, onBack }: { jobId: string; onBack: () => void }) {
   const { data: job, error } = usePolling<Job>(
     (signal) => fetchJob(jobId, signal),
-    (latest) => latest !== null && latest.state !== "done" && latest.state !== "failed",
+    changing,
     POLL_MS,
     [jobId],
   );

@@ -5,7 +5,7 @@ import { SlideProgress } from "./SlideProgress";
 import { SlideViewer, type Focus } from "./SlideViewer";
 
 const REPORT_WORDS: Record<string, string> = {
-  off: "No slide report: the report is switched off (SLIDE_REPORT_PATCHES = 0).",
+  off: "No slide report: the report is switched off (SLIDE_REPORT_PATCHES = 0 on the slide service).",
   pending: "The slide report is being written…",
   failed: "The slide report could not be written.",
 };
@@ -15,15 +15,19 @@ function Report({ report }: { report: SlideReport }) {
     return (
       <p className="rounded-lg bg-slate-50 p-3 text-sm text-slate-600" data-testid="report" data-status={report.status}>
         {REPORT_WORDS[report.status] ?? `Report status: ${report.status}.`}
+        {report.status === "pending" && report.patches > 0 && ` MedGemma reads ${report.patches} tiles of the slide in one prompt.`}
         {report.error && <span className="mt-1 block text-rose-700">{report.error}</span>}
       </p>
     );
   }
   return (
     <div data-testid="report" data-status="done">
-      <p className="whitespace-pre-line rounded-lg bg-slate-50 p-3 text-sm leading-relaxed text-slate-700">{report.text}</p>
+      <p className="whitespace-pre-line rounded-lg bg-slate-50 p-3 text-sm leading-relaxed text-slate-700 [overflow-wrap:anywhere]">
+        {report.text}
+      </p>
       <p className="mt-2 text-xs text-slate-500">
         {report.model_id} · prompt {report.prompt_version} · {report.patches} patches
+        {report.inference_ms ? ` · ${(report.inference_ms / 1000).toFixed(1)} s` : ""}
       </p>
     </div>
   );
