@@ -33,3 +33,8 @@ console-dev: $(CONSOLE_NPM_STAMP) ## frontend dev server (hot reload) against th
 	cd $(CONSOLE_WEB) && npx vite
 
 TEST_DEPS += console-build console-e2e-deps
+
+.PHONY: screenshots
+screenshots: $(STAMP) console-build console-e2e-deps ## the browser tests alone, saving docs/screenshots (docs/CONSOLE.md)
+	HEALER_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q tests/test_console_e2e.py \
+		tests/test_console_slide_e2e.py tests/test_console_pipeline_slide_e2e.py

@@ -13,7 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "console" / "web"
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# Where the browser tests save what they saw: .healer/screenshots (a test run never rewrites the
+# docs); `make screenshots` runs them alone, on their own stack, into docs/screenshots.
+SCREENSHOTS = Path(os.environ.get("HEALER_SCREENSHOTS") or REPO / ".healer" / "screenshots").resolve()
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 
 
