@@ -13,7 +13,8 @@ because it streams, every tool lists it, and members need no compression (JPEG a
 shard it claims, the tile count, that the listed files and the members agree one to one, and
 every tile through the safe image decoder at exactly tile_px x tile_px. Any failure is a
 `ShardRejected(reason, message)` (job error code `bad_shard`). Decoded tiles are RGB images:
-64 tiles of 896 px hold about 150 MB.
+64 tiles of 896 px hold about 150 MB, so the inference service validates a shard whole
+(`open_shard`) and decodes its tiles one by one as they go to the batcher.
 """
 
 from __future__ import annotations
@@ -145,18 +146,31 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def decode_shard(
+@dataclass(frozen=True)
+class OpenedShard:
+    """A validated shard whose tiles are still JPEG bytes: `decode(ref)` decodes one tile safely
+    (a `ShardRejected` if it is not the JPEG of a tile_px image), so a reader can decode its tiles
+    one at a time, as it uses them, and hold only those in memory."""
+
+    job_id: str
+    shard: int
+    tile_px: int
+    refs: list[TileRef]
+    _jpegs: dict[str, bytes]
+    _limits: DecodeLimits
+
+    def decode(self, ref: TileRef) -> ShardTile:
+        return _tile(ref, self._jpegs[ref.file], self.tile_px, self._limits)
+
+
+def open_shard(
     data: bytes,
     limits: ShardLimits | None = None,
     job_id: str | None = None,
     shard: int | None = None,
-    only: Collection[int] | None = None,
-) -> Shard:
-    """Validate and decode a shard object; `job_id` / `shard`, when given, must be what it claims.
-
-    `only`: decode only these tile indices (a slide report needs a few tiles of a shard); the whole
-    object is validated all the same, and an index the shard does not hold is `tiles_mismatch`.
-    """
+) -> OpenedShard:
+    """Validate a shard object, without decoding its tiles; `job_id` / `shard`, when given, must be
+    what it claims. Everything but the tiles' pixels is checked here (module docstring)."""
     limits = limits or ShardLimits()
     if len(data) > limits.max_bytes:
         raise ShardRejected("too_large", f"the shard is {len(data)} bytes; the limit is {limits.max_bytes}")
@@ -179,15 +193,32 @@ def decode_shard(
     decode_limits = DecodeLimits(
         max_bytes=limits.max_tile_bytes, max_pixels=manifest.tile_px * manifest.tile_px, max_frames=1
     )
-    refs = manifest.tiles
+    members.pop(MANIFEST)
+    return OpenedShard(manifest.job_id, manifest.shard, manifest.tile_px, list(manifest.tiles), members, decode_limits)
+
+
+def decode_shard(
+    data: bytes,
+    limits: ShardLimits | None = None,
+    job_id: str | None = None,
+    shard: int | None = None,
+    only: Collection[int] | None = None,
+) -> Shard:
+    """Validate and decode a shard object (`open_shard`, then every tile).
+
+    `only`: decode only these tile indices (a slide report needs a few tiles of a shard); the whole
+    object is validated all the same, and an index the shard does not hold is `tiles_mismatch`.
+    """
+    opened = open_shard(data, limits, job_id, shard)
+    refs = opened.refs
     if only is not None:
         wanted = set(only)
-        absent = sorted(wanted - set(indices))
+        absent = sorted(wanted - {ref.index for ref in refs})
         if absent:
             raise ShardRejected("tiles_mismatch", f"the shard holds no tile {absent[:3]}")
         refs = [ref for ref in refs if ref.index in wanted]
-    tiles = [_tile(ref, members[ref.file], manifest.tile_px, decode_limits) for ref in refs]
-    return Shard(job_id=manifest.job_id, shard=manifest.shard, tile_px=manifest.tile_px, tiles=tiles)
+    tiles = [opened.decode(ref) for ref in refs]
+    return Shard(job_id=opened.job_id, shard=opened.shard, tile_px=opened.tile_px, tiles=tiles)
 
 
 def _read_members(data: bytes, limits: ShardLimits) -> dict[str, bytes]:

@@ -72,8 +72,9 @@ class Settings(JobStoreSettings, PushAuthSettings):
     prepare_workers: int = Field(default=0, ge=0, le=64, validation_alias="PREPARE_WORKERS")
     warmup: bool = Field(default=True, validation_alias="WARMUP")
 
-    # Whole-slide shards (inference_service/tile_scoring.py, shard_worker.py). Shards decoded at
-    # once (each ~150 MB of tiles); `finalize` goes to SLIDES_TOPIC, republished shards to
+    # Whole-slide shards (inference_service/tile_scoring.py, shard_worker.py). Shards scored at
+    # once (each holds its object's JPEG bytes, ~16 MB for 64 tiles; tiles are decoded in their
+    # turn); `finalize` goes to SLIDES_TOPIC, republished shards to
     # JOBS_TOPIC. A shard's dead letter follows a job's rules (MAX_DELIVERY_ATTEMPTS,
     # DEAD_LETTER_GIVE_UP_SECONDS, below).
     max_shards_in_flight: int = Field(default=2, ge=1, le=64, validation_alias="MAX_SHARDS_IN_FLIGHT")

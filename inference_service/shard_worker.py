@@ -1,6 +1,7 @@
-"""One shard, start to finish: admission → lease → read the shard object → safe decode → score
-its tiles through the micro-batcher (verdict only) → store the scores and count the shard into
-its slide (one transaction) → the last shard publishes `finalize`.
+"""One shard, start to finish: admission → lease → read and validate the shard object → score
+its tiles through the micro-batcher (verdict only; each tile safely decoded in its turn) → store
+the scores and count the shard into its slide (one transaction) → the last shard publishes
+`finalize`.
 
 `process_shard` returns an Outcome like `worker.process_job`, and the push route answers the
 same status codes: 204 counted / already counted / failed permanently, 429 held or no room,
@@ -13,7 +14,10 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
+
+from PIL.Image import Image
 
 from healer_core.publisher import Publisher
 from healer_core.schema import ErrorCode, JobError, JobMessage
@@ -22,8 +26,7 @@ from healer_core.slide_store import Provenance, SlideStore, StepStatus
 from healer_core.topics import topic_router
 from healer_media.blobs import BlobSource
 from healer_media.errors import ImageRejected, ObjectGone, ShardRejected, TransientError
-from healer_media.shard import Shard as ShardObject
-from healer_media.shard import ShardLimits, decode_shard
+from healer_media.shard import OpenedShard, ShardLimits, TileRef, open_shard
 from inference_service.engine.base import ModelInfo
 from inference_service.tile_scoring import TileScorer
 from inference_service.worker import Outcome
@@ -74,10 +77,14 @@ def shard_location(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
-def _matches(decoded: ShardObject, expected: list[tuple[int, int, int, int, int]]) -> None:
-    got = [(t.index, t.x, t.y, t.w, t.h) for t in decoded.tiles]
+def _matches(opened: OpenedShard, expected: list[tuple[int, int, int, int, int]]) -> None:
+    got = [(t.index, t.x, t.y, t.w, t.h) for t in opened.refs]
     if got != expected:
         raise ShardRejected("tiles_mismatch", "the shard object's tiles are not the ones its document lists")
+
+
+def _image(opened: OpenedShard, ref: TileRef) -> Image:
+    return opened.decode(ref).image
 
 
 async def process_shard(message: JobMessage, deps: ShardDeps) -> Outcome:
@@ -110,12 +117,12 @@ async def _leased(message: JobMessage, n: int, deps: ShardDeps) -> Outcome:
     try:
         bucket, name = shard_location(shard.object)
         data = await asyncio.to_thread(deps.blobs.download, bucket, name, shard.generation, deps.limits.max_bytes)
-        decoded = await asyncio.to_thread(decode_shard, data, deps.limits, job_id, n)
-        _matches(decoded, [(t.index, t.x, t.y, t.w, t.h) for t in shard.tiles])
-        budget = deps.budget_seconds * max(1, math.ceil(len(decoded.tiles) / deps.batch_size))
-        scores, inference_ms = await asyncio.wait_for(
-            deps.scorer.score([t.image for t in decoded.tiles]), timeout=budget
-        )
+        opened = await asyncio.to_thread(open_shard, data, deps.limits, job_id, n)
+        _matches(opened, [(t.index, t.x, t.y, t.w, t.h) for t in shard.tiles])
+        del data  # the opened shard holds its tiles' JPEG bytes; each is decoded in its turn
+        budget = deps.budget_seconds * max(1, math.ceil(len(opened.refs) / deps.batch_size))
+        tiles = [partial(_image, opened, ref) for ref in opened.refs]
+        scores, inference_ms = await asyncio.wait_for(deps.scorer.score(tiles), timeout=budget)
     except asyncio.CancelledError:
         error = JobError(code=ErrorCode.ENGINE_ERROR, message="Service shut down mid-shard.", retryable=True)
         await asyncio.shield(asyncio.to_thread(store.release_shard, job_id, n, token, error))

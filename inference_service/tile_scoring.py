@@ -2,7 +2,7 @@
 engine as single images, without starving them, being refused halfway, or holding memory unbounded.
 
 - A shard is admitted only while fewer than MAX_SHARDS_IN_FLIGHT shards run in this process
-  (each holds its decoded tiles: 64 tiles of 896 px are ~150 MB). A push that finds no room waits
+  (each holds its shard object's JPEG bytes, ~16 MB for 64 tiles). A push that finds no room waits
   up to ADMISSION_WAIT_S for one, then is refused with 429 *before* its lease is taken, so a
   refusal costs a Pub/Sub redelivery, not a Firestore write or an attempt.
 - An admitted shard's tiles enter the batcher through at most `tile_slots` (2 x MAX_BATCH_SIZE)
@@ -16,6 +16,10 @@ engine as single images, without starving them, being refused halfway, or holdin
   38.6 for single images; `make bench-slide`, docs/SLIDES.md). The batcher serves requests
   oldest first, so a single image waits behind at most `tile_slots` shard tiles — the running
   batch and the next — however many shards are queued.
+- A tile can be given as a function that decodes it (the shard path's `OpenedShard.decode`):
+  it is called in a worker thread once the tile holds one of those places, so a shard's tiles
+  reach the batcher as they are decoded (the first batch starts after one batch's decode, not the
+  whole shard's), and only the tiles in the batcher's places are held decoded, not all 64.
 - Tiles run verdict-only (no explanation): one forward pass, no generation.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL.Image import Image
 
@@ -35,6 +39,9 @@ from inference_service.inference import Inference
 from inference_service.slots import held
 
 ADMISSION_WAIT_S = 30.0
+
+# A decoded tile, or a function that decodes it (called in a worker thread, in the tile's turn).
+TileSource = Image | Callable[[], Image]
 
 
 class TileScorer:
@@ -51,11 +58,12 @@ class TileScorer:
         """`async with scorer.admitted() as ok:` ok is True while this shard holds a place."""
         return held(self._shards, wait_s)
 
-    async def score(self, images: Sequence[Image]) -> tuple[list[float], float]:
-        """P(yes) per image, in order, and the milliseconds it took. Raises TransientError when the
-        service stops meanwhile or a tile has no score; anything the engine raised, as it was."""
+    async def score(self, tiles: Sequence[TileSource]) -> tuple[list[float], float]:
+        """P(yes) per tile, in order, and the milliseconds it took. Raises TransientError when the
+        service stops meanwhile or a tile has no score; anything a tile's decoding or the engine
+        raised, as it was (the other tiles are cancelled)."""
         started = time.perf_counter()
-        tasks = [asyncio.ensure_future(self._one(image)) for image in images]
+        tasks = [asyncio.ensure_future(self._one(tile)) for tile in tiles]
         try:
             outcomes = await asyncio.gather(*tasks)
         except BaseException:
@@ -71,10 +79,11 @@ class TileScorer:
             scores.append(float(p_yes))
         return scores, (time.perf_counter() - started) * 1000.0
 
-    async def _one(self, image: Image) -> BatchedResult:
+    async def _one(self, tile: TileSource) -> BatchedResult:
         async with self._tiles:
             if not self.inference.batcher.running:
                 raise TransientError(ErrorCode.ENGINE_ERROR, "service shutting down")
+            image = tile if isinstance(tile, Image) else await asyncio.to_thread(tile)
             item = await self.inference.prepare(image)
             try:
                 return await self.inference.batcher.submit(item, False, reserved=True)

@@ -378,7 +378,7 @@ def end_to_end(args: argparse.Namespace, slide: Path) -> list[StackResult]:
         print(
             f"TILE_MPP {r.tile_mpp:g}: the {r.shards} shard(s) spent {batched:.1f} s in the batcher (their "
             f"inference_ms, summed; up to MAX_SHARDS_IN_FLIGHT at once) of the {r.scoring_s:.1f} s of scoring; the "
-            "rest is each shard's message, lease, read, decoding (all its tiles, before its first batch) and count"
+            "rest is each shard's message, lease, read, the decoding of its first batch's tiles and count"
         )
     return results
 

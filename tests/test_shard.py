@@ -22,6 +22,7 @@ from healer_media.shard import (
     decode_shard,
     encode_shard,
     encode_tile,
+    open_shard,
     shard_object_name,
 )
 
@@ -199,3 +200,23 @@ def test_tiles_are_decoded_safely() -> None:
     small = encode_tile(tile_image(0, px=PX // 2))
     assert reason(retar([entries[0], (entries[1][0], small), *entries[2:]])) == "tile_size"
     assert reason(good_shard(), ShardLimits(max_tile_bytes=100)) == "too_large"
+
+
+def test_open_validates_the_object_and_decodes_each_tile_on_demand() -> None:
+    """The inference service opens a shard (everything but the pixels checked) and decodes its
+    tiles one by one as they reach the batcher: a broken tile fails when its turn comes, with the
+    same reason `decode_shard` gives, and the tiles before it decode."""
+    entries = members(good_shard())
+    jpeg = entries[3][1]
+    broken = retar([*entries[:3], (entries[3][0], jpeg[: len(jpeg) // 2])])
+    opened = open_shard(broken, job_id=JOB, shard=2)
+    assert [(r.index, r.file) for r in opened.refs] == [(10, "00000.jpg"), (11, "00001.jpg"), (12, "00002.jpg")]
+    first = opened.decode(opened.refs[0])
+    assert (first.index, first.image.size) == (10, (PX, PX))
+    with pytest.raises(ShardRejected) as info:
+        opened.decode(opened.refs[2])
+    assert info.value.reason == "bad_tile" and "tile 12" in info.value.message
+    assert reason(broken) == "bad_tile"  # decoding the whole shard at once says the same
+    with pytest.raises(ShardRejected) as wrong:  # the object's checks do not wait for the pixels
+        open_shard(with_manifest(lambda m: m.update(shard=3)), job_id=JOB, shard=2)
+    assert wrong.value.reason == "wrong_shard"
