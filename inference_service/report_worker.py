@@ -32,7 +32,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from PIL.Image import Image
@@ -154,15 +154,7 @@ async def _leased(job_id: str, deps: ReportDeps) -> Outcome:
         )
     finally:
         heartbeat.cancel()
-    report = Report(
-        text=written.text,
-        model_id=written.model_id,
-        model_revision=written.model_revision,
-        prompt_version=written.prompt_version,
-        patches=written.patches,
-        inference_ms=written.inference_ms,
-        new_tokens=written.new_tokens,
-    )
+    report = Report(**asdict(written))  # a SlideReport's fields are all Report fields
     if not await asyncio.to_thread(store.finish_report, job_id, token, report):
         log.warning("report fenced off: its lease was lost to another worker", extra={"job_id": job_id})
         return Outcome.FENCED

@@ -38,6 +38,7 @@ from slide_service.geojson import tiles_geojson
 from slide_service.grid import plan_tiles
 from slide_service.heatmap import render_heatmap
 from slide_service.open import open_slide
+from slide_service.survey import slide_geometry
 from slide_service.synth import SynthSlide
 from slide_service.tissue import detect_tissue
 
@@ -101,20 +102,7 @@ def score_slide(slide: SynthSlide) -> tuple[list[Scored], Image.Image, float, Sl
         inside = tumor.contains(t.x + t.w / 2, t.y + t.h / 2)
         jitter = (t.index * 37 % 10) / 100  # a little spread, so the colours are not all one
         scores.append(Scored(t.index, t.x, t.y, t.w, t.h, 0.86 + jitter if inside else 0.04 + jitter))
-    geometry = Slide(
-        format=info.format,
-        vendor=info.vendor,
-        width=info.width,
-        height=info.height,
-        mpp=info.mpp,
-        mpp_assumed=info.mpp_assumed,
-        objective=info.objective,
-        levels=len(info.levels),
-        tile_px=TILE_PX,
-        tile_mpp=TILE_MPP,
-        tiles_total=len(plan.tiles),
-    )
-    return scores, mask.thumbnail, mask.downsample, geometry
+    return scores, mask.thumbnail, mask.downsample, slide_geometry(info, plan)
 
 
 def seed_done_slide(store: JobStore, inbox: Any, results: Any, slide: SynthSlide, name: str) -> SeededSlide:
