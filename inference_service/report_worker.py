@@ -44,9 +44,9 @@ from healer_core.slide_messages import publish_report
 from healer_core.slide_store import StepStatus
 from healer_media.blobs import BlobSource
 from healer_media.errors import ImageRejected, ObjectGone, ShardRejected, TransientError
-from healer_media.shard import ShardLimits, decode_shard
+from healer_media.shard import ShardLimits
 from inference_service.engine.slide_report import SlideReport, SlideReporter
-from inference_service.shard_worker import shard_location
+from inference_service.shard_worker import read_shard
 from inference_service.slots import held
 from inference_service.worker import Outcome
 
@@ -201,9 +201,7 @@ def read_tiles(deps: ReportDeps, job_id: str, tiles: Sequence[ReportTile]) -> li
         if shard is None:
             raise Unreadable(f"Shard {n} of the slide has no document: the report's tiles cannot be read.")
         try:
-            bucket, name = shard_location(shard.object)
-            data = deps.blobs.download(bucket, name, shard.generation, deps.limits.max_bytes)
-            decoded = decode_shard(data, deps.limits, job_id, n, only={t.index for t in chosen})
+            decoded = read_shard(deps.blobs, deps.limits, shard, job_id, only={t.index for t in chosen})
         except ObjectGone as exc:
             raise Unreadable(
                 f"Shard {n}'s object is gone from the work bucket (its lifecycle rule deletes shards after"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from healer_core.publisher import Publisher
 from healer_core.schema import ErrorCode, JobError, JobMessage
+from healer_core.schema import Shard as ShardDoc
 from healer_core.slide_messages import finalize_if_due
 from healer_core.slide_store import Provenance, SlideStore, StepStatus
 from healer_core.topics import topic_router
@@ -74,6 +76,18 @@ def shard_location(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+def read_shard(
+    blobs: BlobSource, limits: ShardLimits, shard: ShardDoc, job_id: str, only: Collection[int] | None = None
+) -> ShardObject:
+    """The shard's object, pinned to the generation its document records, checked and decoded by the
+    safe shard decoder (only the tiles `only` names, when given). Blocking.
+
+    Raises ObjectGone, ShardRejected / ImageRejected (it fails validation) or TransientError."""
+    bucket, name = shard_location(shard.object)
+    data = blobs.download(bucket, name, shard.generation, limits.max_bytes)
+    return decode_shard(data, limits, job_id, shard.n, only=only)
+
+
 def _matches(decoded: ShardObject, expected: list[tuple[int, int, int, int, int]]) -> None:
     got = [(t.index, t.x, t.y, t.w, t.h) for t in decoded.tiles]
     if got != expected:
@@ -108,9 +122,7 @@ async def _leased(message: JobMessage, n: int, deps: ShardDeps) -> Outcome:
     shard, token = lease.shard, lease.token
     log.info("shard leased", extra={"job_id": job_id, "shard": n, "attempt": shard.attempts})
     try:
-        bucket, name = shard_location(shard.object)
-        data = await asyncio.to_thread(deps.blobs.download, bucket, name, shard.generation, deps.limits.max_bytes)
-        decoded = await asyncio.to_thread(decode_shard, data, deps.limits, job_id, n)
+        decoded = await asyncio.to_thread(read_shard, deps.blobs, deps.limits, shard, job_id)
         _matches(decoded, [(t.index, t.x, t.y, t.w, t.h) for t in shard.tiles])
         budget = deps.budget_seconds * max(1, math.ceil(len(decoded.tiles) / deps.batch_size))
         scores, inference_ms = await asyncio.wait_for(
