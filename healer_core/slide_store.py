@@ -40,8 +40,10 @@ from healer_core.store import (
     JobStore,
     _history,
     _is_contention,
+    held,
     lease_detail,
     new_lease,
+    running_under,
     utcnow,
 )
 
@@ -131,23 +133,17 @@ class SlideStore(JobStore):
             if job.state.terminal:
                 return SlideLease(StepStatus.TERMINAL, job)
             now = utcnow()
-            if job.state == JobState.RUNNING and job.lease and job.lease.expires_at > now:
+            if held(job.state, job.lease, now):
                 return SlideLease(StepStatus.HELD, job)
             if not _due(job, stage):
                 return SlideLease(StepStatus.NOT_DUE, job)
             token, lease = new_lease(owner, lease_seconds, now)
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.RUNNING),
-                    "attempts": firestore.Increment(1),
-                    "lease": lease,
-                    "slide.stage": str(stage),
-                    "started_at": job.started_at or firestore.SERVER_TIMESTAMP,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("leased", lease_detail(job.attempts, job.lease, str(stage))),
-                },
-            )
+            update = {
+                "slide.stage": str(stage),
+                "started_at": job.started_at or firestore.SERVER_TIMESTAMP,
+                "history": _history("leased", lease_detail(job.attempts, job.lease, str(stage))),
+            }
+            txn.update(ref, running_under(lease) | update)
             return SlideLease(StepStatus.ACQUIRED, job.model_copy(update={"attempts": job.attempts + 1}), token)
 
         return self._lease_txn(txn_lease, SlideLease(StepStatus.HELD))
@@ -280,18 +276,10 @@ class SlideStore(JobStore):
             if shard.state.terminal:
                 return ShardLease(StepStatus.TERMINAL, shard, job)
             now = utcnow()
-            if shard.state == JobState.RUNNING and shard.lease and shard.lease.expires_at > now:
+            if held(shard.state, shard.lease, now):
                 return ShardLease(StepStatus.HELD, shard, job)
             token, lease = new_lease(owner, lease_seconds, now)
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.RUNNING),
-                    "attempts": firestore.Increment(1),
-                    "lease": lease,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                },
-            )
+            txn.update(ref, running_under(lease))
             return ShardLease(
                 StepStatus.ACQUIRED, shard.model_copy(update={"attempts": shard.attempts + 1}), job, token
             )
