@@ -16,7 +16,6 @@ still leased by the caller's token: a worker whose lease expired writes nothing.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +26,7 @@ from google.cloud import firestore
 
 from healer_core.schema import Job, JobKind, JobState, Report, ReportStatus
 from healer_core.slide_store import SlideStore, StepStatus
-from healer_core.store import _history, _is_contention, utcnow
+from healer_core.store import _history, lease_detail, new_lease, utcnow
 
 REPORT = "verdict.slide.report"
 
@@ -97,9 +96,7 @@ class ReportStore(SlideStore):
             now = utcnow()
             if report.lease is not None and report.lease.expires_at > now:
                 return ReportLease(StepStatus.HELD, job)
-            token = uuid.uuid4().hex
-            lease = {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)}
-            detail = f"attempt {report.attempts + 1}" + (" (previous lease expired)" if report.lease else "")
+            token, lease = new_lease(owner, lease_seconds, now)
             txn.update(
                 ref,
                 {
@@ -107,19 +104,13 @@ class ReportStore(SlideStore):
                     _field("attempts"): firestore.Increment(1),
                     _field("updated_at"): firestore.SERVER_TIMESTAMP,
                     "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("report_leased", detail),
+                    "history": _history("report_leased", lease_detail(report.attempts, report.lease)),
                 },
             )
             leased = report.model_copy(update={"attempts": report.attempts + 1})
             return ReportLease(StepStatus.ACQUIRED, _with_report(job, leased), token)
 
-        try:
-            result: ReportLease = txn_lease(self._transaction())
-        except ValueError as exc:
-            if not _is_contention(exc):
-                raise
-            return ReportLease(StepStatus.HELD)  # other deliveries kept winning: someone holds it now
-        return result
+        return self._lease_txn(txn_lease, ReportLease(StepStatus.HELD))
 
     def extend_report_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the report lease's expiry out (a long report's heartbeat); False when it was lost."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +35,17 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from healer_core.schema import ErrorCode, Job, JobError, JobKind, JobState, Shard, Slide, SlideStage, Verdict
-from healer_core.store import TRANSACTION_ATTEMPTS, JobStore, _history, _is_contention, utcnow
+from healer_core.store import (
+    TRANSACTION_ATTEMPTS,
+    JobStore,
+    _history,
+    _is_contention,
+    held,
+    lease_detail,
+    new_lease,
+    running_under,
+    utcnow,
+)
 
 # Writes per Firestore commit stay well under its limit (500).
 _CHUNK = 200
@@ -124,33 +133,20 @@ class SlideStore(JobStore):
             if job.state.terminal:
                 return SlideLease(StepStatus.TERMINAL, job)
             now = utcnow()
-            if job.state == JobState.RUNNING and job.lease and job.lease.expires_at > now:
+            if held(job.state, job.lease, now):
                 return SlideLease(StepStatus.HELD, job)
             if not _due(job, stage):
                 return SlideLease(StepStatus.NOT_DUE, job)
-            token = uuid.uuid4().hex
-            detail = f"{stage} attempt {job.attempts + 1}" + (" (previous lease expired)" if job.lease else "")
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.RUNNING),
-                    "attempts": firestore.Increment(1),
-                    "lease": {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)},
-                    "slide.stage": str(stage),
-                    "started_at": job.started_at or firestore.SERVER_TIMESTAMP,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("leased", detail),
-                },
-            )
+            token, lease = new_lease(owner, lease_seconds, now)
+            update = {
+                "slide.stage": str(stage),
+                "started_at": job.started_at or firestore.SERVER_TIMESTAMP,
+                "history": _history("leased", lease_detail(job.attempts, job.lease, str(stage))),
+            }
+            txn.update(ref, running_under(lease) | update)
             return SlideLease(StepStatus.ACQUIRED, job.model_copy(update={"attempts": job.attempts + 1}), token)
 
-        try:
-            result: SlideLease = txn_lease(self._transaction())
-        except ValueError as exc:
-            if not _is_contention(exc):
-                raise
-            return SlideLease(StepStatus.HELD)  # other deliveries kept winning: someone holds it now
-        return result
+        return self._lease_txn(txn_lease, SlideLease(StepStatus.HELD))
 
     def extend_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the lease's expiry out (a long tiling's heartbeat); False when it was lost."""
@@ -280,29 +276,15 @@ class SlideStore(JobStore):
             if shard.state.terminal:
                 return ShardLease(StepStatus.TERMINAL, shard, job)
             now = utcnow()
-            if shard.state == JobState.RUNNING and shard.lease and shard.lease.expires_at > now:
+            if held(shard.state, shard.lease, now):
                 return ShardLease(StepStatus.HELD, shard, job)
-            token = uuid.uuid4().hex
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.RUNNING),
-                    "attempts": firestore.Increment(1),
-                    "lease": {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)},
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                },
-            )
+            token, lease = new_lease(owner, lease_seconds, now)
+            txn.update(ref, running_under(lease))
             return ShardLease(
                 StepStatus.ACQUIRED, shard.model_copy(update={"attempts": shard.attempts + 1}), job, token
             )
 
-        try:
-            result: ShardLease = txn_lease(self._transaction())
-        except ValueError as exc:
-            if not _is_contention(exc):
-                raise
-            return ShardLease(StepStatus.HELD, job=job)  # other deliveries kept winning: someone holds it
-        return result
+        return self._lease_txn(txn_lease, ShardLease(StepStatus.HELD, job=job))
 
     def complete_shard(
         self, job_id: str, n: int, token: str, scores: Sequence[float], provenance: Provenance, inference_ms: float

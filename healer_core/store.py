@@ -10,22 +10,34 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from healer_core.schema import SCHEMA_VERSION, ErrorCode, Job, JobError, JobKind, JobState, Slide, SlideStage, Verdict
+from healer_core.schema import (
+    SCHEMA_VERSION,
+    ErrorCode,
+    Job,
+    JobError,
+    JobKind,
+    JobState,
+    Lease,
+    Slide,
+    SlideStage,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from healer_core.settings import JobStoreSettings
 
 TRANSACTION_ATTEMPTS = 12
 CREATE_ATTEMPTS = 8
+T = TypeVar("T")
 
 
 def _is_contention(exc: ValueError) -> bool:
@@ -35,6 +47,34 @@ def _is_contention(exc: ValueError) -> bool:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_lease(owner: str, lease_seconds: float, now: datetime) -> tuple[str, dict[str, Any]]:
+    """A fresh fencing token, and the lease stored with it (it expires `lease_seconds` from `now`)."""
+    token = uuid.uuid4().hex
+    return token, {"owner": owner, "token": token, "expires_at": now + timedelta(seconds=lease_seconds)}
+
+
+def held(state: JobState, lease: Lease | None, now: datetime) -> bool:
+    """Whether a running job (or shard) is held by a lease that has not expired at `now`."""
+    return state == JobState.RUNNING and lease is not None and lease.expires_at > now
+
+
+def running_under(lease: dict[str, Any]) -> dict[str, Any]:
+    """What taking a job's (or shard's) lease writes: running, one more attempt, the lease."""
+    return {
+        "state": str(JobState.RUNNING),
+        "attempts": firestore.Increment(1),
+        "lease": lease,
+        "updated_at": firestore.SERVER_TIMESTAMP,
+    }
+
+
+def lease_detail(attempts: int, expired: object, step: str = "") -> str:
+    """The history's detail for a lease taken: the attempt it starts (after `attempts`), and whether
+    it took over an `expired` lease (any truthy value: the previous holder's lease)."""
+    prefix = f"{step} " if step else ""
+    return f"{prefix}attempt {attempts + 1}" + (" (previous lease expired)" if expired else "")
 
 
 def _history(event: str, detail: str = "") -> Any:
@@ -135,6 +175,16 @@ class JobStore:
 
     def _ref(self, job_id: str) -> firestore.DocumentReference:
         return self.collection.document(job_id)
+
+    def _lease_txn(self, txn_lease: Callable[[firestore.Transaction], T], contended: T) -> T:
+        """Run a lease transaction; `contended` (held) when other deliveries kept winning the document's
+        transaction (someone holds it now)."""
+        try:
+            return txn_lease(self._transaction())
+        except ValueError as exc:
+            if not _is_contention(exc):
+                raise
+            return contended
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -289,36 +339,15 @@ class JobStore:
             if job.state.terminal:
                 return LeaseResult(LeaseStatus.TERMINAL, job)
             now = utcnow()
-            if job.state == JobState.RUNNING and job.lease and job.lease.expires_at > now:
+            if held(job.state, job.lease, now):
                 return LeaseResult(LeaseStatus.HELD, job)
-            token = uuid.uuid4().hex
-            detail = f"attempt {job.attempts + 1}" + (" (previous lease expired)" if job.lease else "")
-            txn.update(
-                ref,
-                {
-                    "state": str(JobState.RUNNING),
-                    "attempts": firestore.Increment(1),
-                    "lease": {
-                        "owner": owner,
-                        "token": token,
-                        "expires_at": now + timedelta(seconds=lease_seconds),
-                    },
-                    "started_at": firestore.SERVER_TIMESTAMP,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("leased", detail),
-                },
-            )
+            token, lease = new_lease(owner, lease_seconds, now)
+            history = _history("leased", lease_detail(job.attempts, job.lease))
+            txn.update(ref, running_under(lease) | {"started_at": firestore.SERVER_TIMESTAMP, "history": history})
             leased = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1})
             return LeaseResult(LeaseStatus.ACQUIRED, leased, token)
 
-        try:
-            result: LeaseResult = txn_lease(self._transaction())
-        except ValueError as exc:
-            if not _is_contention(exc):
-                raise
-            # Other workers kept winning this document's transaction: someone holds it now.
-            return LeaseResult(LeaseStatus.HELD)
-        return result
+        return self._lease_txn(txn_lease, LeaseResult(LeaseStatus.HELD))
 
     def _fenced_update(self, job_id: str, token: str, update: dict[str, Any]) -> bool:
         """Apply `update` only while `token` still holds the job's lease."""

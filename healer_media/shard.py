@@ -162,6 +162,18 @@ class OpenedShard:
     def decode(self, ref: TileRef) -> ShardTile:
         return _tile(ref, self._jpegs[ref.file], self.tile_px, self._limits)
 
+    def tiles(self, only: Collection[int] | None = None) -> list[ShardTile]:
+        """Every tile decoded, in order, or only those whose indices `only` names (a slide report
+        needs a few tiles of a shard): an index the shard does not hold is `tiles_mismatch`."""
+        refs = self.refs
+        if only is not None:
+            wanted = set(only)
+            absent = sorted(wanted - {ref.index for ref in refs})
+            if absent:
+                raise ShardRejected("tiles_mismatch", f"the shard holds no tile {absent[:3]}")
+            refs = [ref for ref in refs if ref.index in wanted]
+        return [self.decode(ref) for ref in refs]
+
 
 def open_shard(
     data: bytes,
@@ -204,21 +216,10 @@ def decode_shard(
     shard: int | None = None,
     only: Collection[int] | None = None,
 ) -> Shard:
-    """Validate and decode a shard object (`open_shard`, then every tile).
-
-    `only`: decode only these tile indices (a slide report needs a few tiles of a shard); the whole
-    object is validated all the same, and an index the shard does not hold is `tiles_mismatch`.
-    """
+    """Validate and decode a shard object (`open_shard`, then `OpenedShard.tiles(only)`); the whole
+    object is validated however few tiles `only` names."""
     opened = open_shard(data, limits, job_id, shard)
-    refs = opened.refs
-    if only is not None:
-        wanted = set(only)
-        absent = sorted(wanted - {ref.index for ref in refs})
-        if absent:
-            raise ShardRejected("tiles_mismatch", f"the shard holds no tile {absent[:3]}")
-        refs = [ref for ref in refs if ref.index in wanted]
-    tiles = [opened.decode(ref) for ref in refs]
-    return Shard(job_id=opened.job_id, shard=opened.shard, tile_px=opened.tile_px, tiles=tiles)
+    return Shard(job_id=opened.job_id, shard=opened.shard, tile_px=opened.tile_px, tiles=opened.tiles(only))
 
 
 def _read_members(data: bytes, limits: ShardLimits) -> dict[str, bytes]:

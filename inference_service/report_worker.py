@@ -15,7 +15,7 @@ L4 holds one of each at a time, docs/BENCHMARKS.md). To keep the batches from st
   yet, docs/BENCHMARKS.md), and between two reports the batcher always takes the engine (the next
   report first leases, downloads and decodes);
 - everything but the generate runs before it, off the engine: the lease, the shard downloads and
-  the safe decode of only the chosen tiles (`decode_shard(only=...)`), in worker threads;
+  the safe decode of only the chosen tiles (`OpenedShard.tiles(only=...)`), in worker threads;
 - a push that finds the slot taken waits up to 30 s, then gets 429 before any lease is taken.
 
 Failures: tiles that cannot be read (a shard object gone with the work bucket's lifecycle, or one
@@ -32,7 +32,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from PIL.Image import Image
@@ -44,9 +44,9 @@ from healer_core.slide_messages import publish_report
 from healer_core.slide_store import StepStatus
 from healer_media.blobs import BlobSource
 from healer_media.errors import ImageRejected, ObjectGone, ShardRejected, TransientError
-from healer_media.shard import ShardLimits, decode_shard
+from healer_media.shard import ShardLimits
 from inference_service.engine.slide_report import SlideReport, SlideReporter
-from inference_service.shard_worker import shard_location
+from inference_service.shard_worker import read_shard
 from inference_service.slots import held
 from inference_service.worker import Outcome
 
@@ -154,15 +154,7 @@ async def _leased(job_id: str, deps: ReportDeps) -> Outcome:
         )
     finally:
         heartbeat.cancel()
-    report = Report(
-        text=written.text,
-        model_id=written.model_id,
-        model_revision=written.model_revision,
-        prompt_version=written.prompt_version,
-        patches=written.patches,
-        inference_ms=written.inference_ms,
-        new_tokens=written.new_tokens,
-    )
+    report = Report(**asdict(written))  # a SlideReport's fields are all Report fields
     if not await asyncio.to_thread(store.finish_report, job_id, token, report):
         log.warning("report fenced off: its lease was lost to another worker", extra={"job_id": job_id})
         return Outcome.FENCED
@@ -209,9 +201,7 @@ def read_tiles(deps: ReportDeps, job_id: str, tiles: Sequence[ReportTile]) -> li
         if shard is None:
             raise Unreadable(f"Shard {n} of the slide has no document: the report's tiles cannot be read.")
         try:
-            bucket, name = shard_location(shard.object)
-            data = deps.blobs.download(bucket, name, shard.generation, deps.limits.max_bytes)
-            decoded = decode_shard(data, deps.limits, job_id, n, only={t.index for t in chosen})
+            decoded = read_shard(deps.blobs, deps.limits, shard, job_id).tiles(only={t.index for t in chosen})
         except ObjectGone as exc:
             raise Unreadable(
                 f"Shard {n}'s object is gone from the work bucket (its lifecycle rule deletes shards after"
@@ -219,7 +209,7 @@ def read_tiles(deps: ReportDeps, job_id: str, tiles: Sequence[ReportTile]) -> li
             ) from exc
         except (ShardRejected, ImageRejected) as exc:
             raise Unreadable(f"Shard {n}: {exc.as_job_error().message}") from exc
-        found = {t.index: t for t in decoded.tiles}
+        found = {t.index: t for t in decoded}
         for tile in chosen:
             got = found[tile.index]
             if (got.x, got.y, got.w, got.h) != (tile.x, tile.y, tile.w, tile.h):

@@ -21,6 +21,7 @@ from PIL.Image import Image
 
 from healer_core.publisher import Publisher
 from healer_core.schema import ErrorCode, JobError, JobMessage
+from healer_core.schema import Shard as ShardDoc
 from healer_core.slide_messages import finalize_if_due
 from healer_core.slide_store import Provenance, SlideStore, StepStatus
 from healer_core.topics import topic_router
@@ -77,6 +78,16 @@ def shard_location(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+def read_shard(blobs: BlobSource, limits: ShardLimits, shard: ShardDoc, job_id: str) -> OpenedShard:
+    """The shard's object, pinned to the generation its document records, validated by the safe
+    shard reader (`open_shard`); its tiles are decoded by whoever uses them. Blocking.
+
+    Raises ObjectGone, ShardRejected (it fails validation) or TransientError."""
+    bucket, name = shard_location(shard.object)
+    data = blobs.download(bucket, name, shard.generation, limits.max_bytes)
+    return open_shard(data, limits, job_id, shard.n)
+
+
 def _matches(opened: OpenedShard, expected: list[tuple[int, int, int, int, int]]) -> None:
     got = [(t.index, t.x, t.y, t.w, t.h) for t in opened.refs]
     if got != expected:
@@ -115,11 +126,8 @@ async def _leased(message: JobMessage, n: int, deps: ShardDeps) -> Outcome:
     shard, token = lease.shard, lease.token
     log.info("shard leased", extra={"job_id": job_id, "shard": n, "attempt": shard.attempts})
     try:
-        bucket, name = shard_location(shard.object)
-        data = await asyncio.to_thread(deps.blobs.download, bucket, name, shard.generation, deps.limits.max_bytes)
-        opened = await asyncio.to_thread(open_shard, data, deps.limits, job_id, n)
+        opened = await asyncio.to_thread(read_shard, deps.blobs, deps.limits, shard, job_id)
         _matches(opened, [(t.index, t.x, t.y, t.w, t.h) for t in shard.tiles])
-        del data  # the opened shard holds its tiles' JPEG bytes; each is decoded in its turn
         budget = deps.budget_seconds * max(1, math.ceil(len(opened.refs) / deps.batch_size))
         tiles = [partial(_image, opened, ref) for ref in opened.refs]
         scores, inference_ms = await asyncio.wait_for(deps.scorer.score(tiles), timeout=budget)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from healer_core.schema import Slide
 from slide_service.grid import TilePlan, plan_tiles
 from slide_service.open import SlideInfo, SlideLimits, open_slide
 from slide_service.settings import SlideSettings
@@ -36,3 +38,22 @@ def survey_slide(path: str, settings: SlideSettings) -> Survey:
         buf = io.BytesIO()
         mask.thumbnail.save(buf, format="PNG")
         return Survey(slide.info, plan, buf.getvalue(), mask.downsample, mask.tissue_fraction)
+
+
+def slide_geometry(info: SlideInfo, plan: TilePlan, **progress: Any) -> Slide:
+    """The job document's `slide` for a surveyed slide: its geometry and tile plan, plus `progress`
+    (stage, shard counts, timings: any other `Slide` field)."""
+    return Slide(
+        format=info.format,
+        vendor=info.vendor,
+        width=info.width,
+        height=info.height,
+        mpp=info.mpp,
+        mpp_assumed=info.mpp_assumed,
+        objective=info.objective,
+        levels=len(info.levels),
+        tile_px=plan.tile_px,
+        tile_mpp=plan.tile_mpp,
+        tiles_total=len(plan.tiles),
+        **progress,
+    )

@@ -38,7 +38,7 @@ from slide_service.outcome import Step, unleased
 from slide_service.runtime import SlideRuntime
 from slide_service.shards import parallel_shards
 from slide_service.source import slide_file, still_current
-from slide_service.survey import Survey, survey_slide
+from slide_service.survey import Survey, slide_geometry, survey_slide
 
 log = logging.getLogger("healer.slide.tiling")
 
@@ -131,20 +131,10 @@ def tile_slide(job: Job, token: str, rt: SlideRuntime, beat: Heartbeat, deadline
     beat.check()
     if not rt.store.write_shards(job.job_id, token, shards):
         raise LeaseLost("shard documents fenced off")
-    info, plan = survey.info, survey.plan
-    slide = Slide(
+    slide = slide_geometry(
+        survey.info,
+        survey.plan,
         stage=SlideStage.SCORING,
-        format=info.format,
-        vendor=info.vendor,
-        width=info.width,
-        height=info.height,
-        mpp=info.mpp,
-        mpp_assumed=info.mpp_assumed,
-        objective=info.objective,
-        levels=len(info.levels),
-        tile_px=plan.tile_px,
-        tile_mpp=plan.tile_mpp,
-        tiles_total=len(plan.tiles),
         shards_total=len(shards),
         thumbnail_downsample=survey.thumbnail_downsample,
         fetch_ms=fetch_ms,

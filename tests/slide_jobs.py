@@ -20,17 +20,7 @@ from typing import Any
 from PIL import Image
 
 from healer_core.ids import job_id_for
-from healer_core.schema import (
-    Aggregation,
-    Job,
-    JobKind,
-    Report,
-    Slide,
-    SlideStage,
-    SlideVerdict,
-    TileScore,
-    Verdict,
-)
+from healer_core.schema import Aggregation, Job, Slide, SlideStage, TileScore
 from healer_core.store import JobStore
 from slide_service.aggregate import TileScore as Scored
 from slide_service.aggregate import aggregate
@@ -38,8 +28,10 @@ from slide_service.geojson import tiles_geojson
 from slide_service.grid import plan_tiles
 from slide_service.heatmap import render_heatmap
 from slide_service.open import open_slide
+from slide_service.survey import slide_geometry
 from slide_service.synth import SynthSlide
 from slide_service.tissue import detect_tissue
+from tests.slide_docs import done_report, slide_job, slide_verdict
 
 THRESHOLD, BAND, TOP_K = 0.5, 0.1, 8
 # Small tiles so a small generated slide still has dozens of them (the geometry does not depend on it).
@@ -77,15 +69,8 @@ def upload_slide(inbox: Any, slide: SynthSlide, name: str) -> int:
 
 
 def _slide_job(inbox: Any, name: str, generation: int, slide: SynthSlide, progress: Slide) -> Job:
-    return Job(
-        job_id=job_id_for(inbox.name, name, generation),
-        kind=JobKind.SLIDE,
-        bucket=inbox.name,
-        name=name,
-        generation=generation,
-        content_type="image/tiff",
-        size_bytes=slide.path.stat().st_size,
-        slide=progress,
+    return slide_job(
+        inbox.name, name, generation, content_type="image/tiff", size_bytes=slide.path.stat().st_size, slide=progress
     )
 
 
@@ -101,20 +86,7 @@ def score_slide(slide: SynthSlide) -> tuple[list[Scored], Image.Image, float, Sl
         inside = tumor.contains(t.x + t.w / 2, t.y + t.h / 2)
         jitter = (t.index * 37 % 10) / 100  # a little spread, so the colours are not all one
         scores.append(Scored(t.index, t.x, t.y, t.w, t.h, 0.86 + jitter if inside else 0.04 + jitter))
-    geometry = Slide(
-        format=info.format,
-        vendor=info.vendor,
-        width=info.width,
-        height=info.height,
-        mpp=info.mpp,
-        mpp_assumed=info.mpp_assumed,
-        objective=info.objective,
-        levels=len(info.levels),
-        tile_px=TILE_PX,
-        tile_mpp=TILE_MPP,
-        tiles_total=len(plan.tiles),
-    )
-    return scores, mask.thumbnail, mask.downsample, geometry
+    return scores, mask.thumbnail, mask.downsample, slide_geometry(info, plan)
 
 
 def seed_done_slide(store: JobStore, inbox: Any, results: Any, slide: SynthSlide, name: str) -> SeededSlide:
@@ -131,7 +103,6 @@ def seed_done_slide(store: JobStore, inbox: Any, results: Any, slide: SynthSlide
     }
     for file, (data, content_type) in artifacts.items():
         results.blob(f"slides/{job_id}/{file}").upload_from_string(data, content_type=content_type)
-    uri = f"gs://{results.name}/slides/{job_id}"
     n_shards = -(-len(scores) // 64)
     geometry = geometry.model_copy(
         update={
@@ -142,24 +113,18 @@ def seed_done_slide(store: JobStore, inbox: Any, results: Any, slide: SynthSlide
         }
     )
     store.create(_slide_job(inbox, name, generation, slide, geometry))
-    verdict = Verdict(
-        answer=agg.answer,
-        p_yes=agg.p_yes,
+    verdict = slide_verdict(
+        agg.answer,
+        agg.p_yes,
+        aggregation=Aggregation(method=agg.method, top_k=agg.top_k),
+        tiles_scored=agg.tiles_scored,
+        tiles_positive=agg.tiles_positive,
+        top_tiles=[TileScore(index=t.index, x=t.x, y=t.y, w=t.w, h=t.h, p_yes=t.p_yes) for t in agg.top_tiles],
+        artifacts=f"gs://{results.name}/slides/{job_id}",
+        report=done_report(FIXTURE_REPORT, FIXTURE_MODEL, "fixture", 16),
         explanation="",
         model_id=FIXTURE_MODEL,
         prompt_version="fixture",
-        slide=SlideVerdict(
-            aggregation=Aggregation(method=agg.method, top_k=agg.top_k),
-            tiles_scored=agg.tiles_scored,
-            tiles_positive=agg.tiles_positive,
-            top_tiles=[TileScore(index=t.index, x=t.x, y=t.y, w=t.w, h=t.h, p_yes=t.p_yes) for t in agg.top_tiles],
-            heatmap_uri=f"{uri}/heatmap.png",
-            geojson_uri=f"{uri}/tiles.geojson",
-            thumbnail_uri=f"{uri}/thumbnail.png",
-            report=Report(
-                status="done", text=FIXTURE_REPORT, model_id=FIXTURE_MODEL, prompt_version="fixture", patches=16
-            ),
-        ),
     )
     lease = store.lease(job_id, "fixture", 60)
     assert store.finish(job_id, lease.token, verdict)

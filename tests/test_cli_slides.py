@@ -32,9 +32,7 @@ from healer_core.schema import (
     Aggregation,
     Job,
     JobError,
-    JobKind,
     JobState,
-    Report,
     Slide,
     SlideStage,
     SlideVerdict,
@@ -42,6 +40,7 @@ from healer_core.schema import (
     Verdict,
 )
 from healer_core.store import JobStore
+from tests.slide_docs import ARTIFACT_FILES, done_report, slide_job, slide_verdict
 from tests.test_cli import _put, run
 
 TINY = "healer/tiny-random-gemma3 (NOT MedGemma: answers are meaningless)"
@@ -58,15 +57,10 @@ def _geometry(**progress: Any) -> Slide:
     return Slide(format="svs", vendor="aperio", **SCAN, **TILING, **progress)
 
 
-def _slide_job(bucket: str, name: str, generation: int = 1, **fields: Any) -> Job:
-    job_id = job_id_for(bucket, name, generation)
-    return Job(job_id=job_id, kind=JobKind.SLIDE, bucket=bucket, name=name, generation=generation, **fields)
-
-
 def running_slide(store: JobStore, bucket: str, name: str = "lab-a/running.svs") -> Job:
     """Tiled into 400 tiles in 7 shards; 3 shards (192 tiles) scored so far."""
     progress = _geometry(stage=SlideStage.SCORING, tiles_total=400, shards_total=7, shards_done=3, tiles_scored=192)
-    job = _slide_job(bucket, name, state=JobState.RUNNING, attempts=1, slide=progress)
+    job = slide_job(bucket, name, state=JobState.RUNNING, attempts=1, slide=progress)
     store.create(job)
     return job
 
@@ -74,7 +68,7 @@ def running_slide(store: JobStore, bucket: str, name: str = "lab-a/running.svs")
 def failed_slide(store: JobStore, bucket: str, name: str = "lab-a/blank.svs", generation: int = 1) -> Job:
     """The slide service found no tissue."""
     error = JobError(code="no_tissue", message="No tissue was found on the slide.")
-    job = _slide_job(bucket, name, generation, state=JobState.FAILED, error=error, slide=_geometry())
+    job = slide_job(bucket, name, generation, state=JobState.FAILED, error=error, slide=_geometry())
     store.create(job)
     return job
 
@@ -102,28 +96,23 @@ def done_slide(
 
     job_id = job_id_for(bucket, name, generation)
     prefix = f"slides/{job_id}"
-    uri = {what: f"gs://{results.name}/{prefix}/{file}" for what, file in ARTIFACT_FILES.items()}
-    found = SlideVerdict(
+    verdict = slide_verdict(
+        "yes",
+        0.912,
         aggregation=Aggregation(method="top_k_mean", top_k=8),
         tiles_scored=40,
         tiles_positive=12,
         top_tiles=TOP_TILES,
-        heatmap_uri=uri["heatmap"],
-        geojson_uri=uri["geojson"],
-        thumbnail_uri=uri["thumbnail"],
-        report=Report(
-            status="done",
-            text="Test report, written by the test: crowded irregular glands in the top tiles.",
-            model_id=TINY,
-            prompt_version="slide-report-v1",
-            patches=32,
+        artifacts=f"gs://{results.name}/{prefix}",
+        report=done_report(
+            "Test report, written by the test: crowded irregular glands in the top tiles.", TINY, "slide-report-v1", 32
         ),
-    )
-    verdict = Verdict(
-        answer="yes", p_yes=0.912, model_id=TINY, model_revision="tiny-v1", prompt_version="crc-v1", slide=found
+        model_id=TINY,
+        model_revision="tiny-v1",
+        prompt_version="crc-v1",
     )
     progress = _geometry(stage=SlideStage.DONE, tiles_total=40, shards_total=1, shards_done=1, tiles_scored=40)
-    job = _slide_job(bucket, name, generation, state=JobState.DONE, attempts=1, slide=progress, verdict=verdict)
+    job = slide_job(bucket, name, generation, state=JobState.DONE, attempts=1, slide=progress, verdict=verdict)
     artifacts = {
         "heatmap": _png(Image.new("RGB", (80, 60), (220, 40, 40))),
         "thumbnail": _png(Image.new("RGB", (80, 60), (230, 200, 220))),
@@ -133,9 +122,6 @@ def done_slide(
         results.blob(f"{prefix}/{ARTIFACT_FILES[what]}").upload_from_string(data)
     store.create(job)
     return DoneSlide(job, artifacts)
-
-
-ARTIFACT_FILES = {"heatmap": "heatmap.png", "geojson": "tiles.geojson", "thumbnail": "thumbnail.png"}
 
 
 def _png(image: Any) -> bytes:
@@ -277,7 +263,7 @@ def test_progress_follows_a_slide_to_done(store: JobStore, unique: str) -> None:
 
 
 def test_slide_bar_at_each_stage() -> None:
-    queued = _slide_job("b", "q.svs")
+    queued = slide_job("b", "q.svs")
     assert slide_bar(queued) == {"description": "  q.svs · queued", "completed": 0, "total": None, "count": ""}
     tiling = queued.model_copy(update={"state": JobState.RUNNING, "slide": _geometry()})
     assert slide_bar(tiling)["description"] == "  q.svs · tiling" and slide_bar(tiling)["total"] is None  # pulses

@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,30 +219,45 @@ def test_selection_needs_sdpa_and_a_static_cache_for_what_builds_on_them() -> No
     assert select(FastPaths(pinned_staging=True), "cuda", "sdpa", LeverLog()).pinned_staging
 
 
-def test_an_attention_backend_that_fails_at_run_time_falls_back(
-    tiny_model_dir: Path, images: list[Image.Image], eager: dict[str, Any]
-) -> None:
+def _failing_attention_backend(model_dir: Path) -> TransformersEngine:
     # Past the selection (as a GPU whose cuDNN cannot take the shapes would be): PyTorch's CPU build
     # has no memory-efficient kernel, so the first batch raises "No viable backend" inside the tower.
-    engine = _load(tiny_model_dir)
+    engine = _load(model_dir)
     VisionLevers(engine._model, VisionOptions(sdpa_backend="efficient"), engine._levers).install()
     assert engine.fast_paths == {"vision_sdpa_backend": "on: efficient"}
-    _assert_same_as_eager(engine, images, eager)
-    state = engine.fast_paths["vision_sdpa_backend"]
-    assert state.startswith("off: RuntimeError") and "backend" in state
+    return engine
 
 
-def test_a_compile_that_fails_falls_back_to_the_eager_tower(
-    tiny_model_dir: Path, images: list[Image.Image], eager: dict[str, Any]
-) -> None:
+def _failing_compiler(model_dir: Path) -> TransformersEngine:
     def no_compiler(graph: Any, example_inputs: Any) -> Any:  # a stack whose compiler is broken
         raise RuntimeError("the C compiler is missing")
 
-    fast = FastPaths(vision=VisionOptions(compile="default", compile_batch_sizes=(2, 4), compile_backend=no_compiler))
-    engine = _load(tiny_model_dir, fast)
+    return _load(
+        model_dir,
+        FastPaths(vision=VisionOptions(compile="default", compile_batch_sizes=(2, 4), compile_backend=no_compiler)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("broken", "lever", "prefix", "reason"),
+    [
+        pytest.param(_failing_attention_backend, "vision_sdpa_backend", "off: RuntimeError", "backend", id="sdpa"),
+        pytest.param(_failing_compiler, "vision_compile", "off: ", "the C compiler is missing", id="compile"),
+    ],
+)
+def test_a_lever_that_fails_at_run_time_falls_back_to_the_eager_tower(
+    tiny_model_dir: Path,
+    images: list[Image.Image],
+    eager: dict[str, Any],
+    broken: Callable[[Path], TransformersEngine],
+    lever: str,
+    prefix: str,
+    reason: str,
+) -> None:
+    engine = broken(tiny_model_dir)
     _assert_same_as_eager(engine, images, eager)
-    state = engine.fast_paths["vision_compile"]
-    assert state.startswith("off: ") and "the C compiler is missing" in state
+    state = engine.fast_paths[lever]
+    assert state.startswith(prefix) and reason in state, state
 
 
 def test_levers_that_disagree_with_the_eager_path_are_switched_off(

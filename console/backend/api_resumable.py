@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from google.api_core import exceptions as gexc
 
+from console.backend.bodies import read_capped
 from console.backend.context import Context
 from console.backend.resumable import (
     LOCAL_SESSION_PATH,
@@ -85,15 +86,12 @@ async def local_chunk(
     relay = slides.relay
     if relay is None:
         raise HTTPException(status_code=404, detail="Not found.")
+    too_long = f"Chunks are at most {relay.max_chunk_bytes} bytes."
     if int(request.headers.get("content-length") or 0) > relay.max_chunk_bytes:
-        raise HTTPException(status_code=413, detail=f"Chunks are at most {relay.max_chunk_bytes} bytes.")
-    chunk = bytearray()
-    async for part in request.stream():
-        chunk += part
-        if len(chunk) > relay.max_chunk_bytes:
-            raise HTTPException(status_code=413, detail=f"Chunks are at most {relay.max_chunk_bytes} bytes.")
+        raise HTTPException(status_code=413, detail=too_long)
+    chunk = await read_capped(request.stream(), relay.max_chunk_bytes, too_long)
     try:
-        answer = await relay.relay(token, content_range, bytes(chunk))
+        answer = await relay.relay(token, content_range, chunk)
     except RelayRefused as exc:
         raise HTTPException(status_code=exc.status, detail=exc.message) from exc
     if answer.body is None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 
+from console.backend.bodies import read_capped
 from console.backend.context import CallerDep, Context
 from console.backend.uploads import (
     LOCAL_UPLOAD_PATH,
@@ -52,18 +52,6 @@ def create_uploads(ctx: Context, caller: CallerDep, body: UploadRequest) -> Uplo
     return response
 
 
-async def _exactly(stream: AsyncIterator[bytes], size: int) -> bytes:
-    """The body, which must be `size` bytes: reading stops as soon as it is longer."""
-    body = bytearray()
-    async for chunk in stream:
-        body += chunk
-        if len(body) > size:
-            raise HTTPException(status_code=413, detail=f"The upload URL was signed for {size} bytes.")
-    if len(body) != size:
-        raise HTTPException(status_code=400, detail=f"The upload URL was signed for {size} bytes, not {len(body)}.")
-    return bytes(body)
-
-
 @router.put(LOCAL_UPLOAD_PATH + "/{bucket}/{name:path}", include_in_schema=False)
 async def local_upload(
     ctx: Context,
@@ -86,7 +74,9 @@ async def local_upload(
     declared = request.headers.get("content-length")
     if declared is not None and declared != str(size):
         raise HTTPException(status_code=400, detail=f"The upload URL was signed for {size} bytes, not {declared}.")
-    data = await _exactly(request.stream(), size)
+    data = await read_capped(request.stream(), size, f"The upload URL was signed for {size} bytes.")
+    if len(data) != size:
+        raise HTTPException(status_code=400, detail=f"The upload URL was signed for {size} bytes, not {len(data)}.")
     async with httpx.AsyncClient(timeout=60.0) as client:
         response = await client.post(
             f"{s.emulator_url}/upload/storage/v1/b/{bucket}/o",

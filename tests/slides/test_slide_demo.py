@@ -11,7 +11,6 @@ from healer.demo import REPORT_CHARS, render, report_summary, settled, slide_lin
 from healer_core.schema import (
     Aggregation,
     Job,
-    JobKind,
     JobState,
     Report,
     Slide,
@@ -20,40 +19,30 @@ from healer_core.schema import (
     TileScore,
     Verdict,
 )
+from tests.slide_docs import done_report, slide_job, slide_verdict
 
 PREFIX = "demo/20261201T000000"
 URI = "gs://healer-results/slides/s1/heatmap.png"
 
 
 def test_the_slide_row_and_its_heatmap() -> None:
-    verdict = Verdict(
-        answer="yes",
-        p_yes=0.81,
+    verdict = slide_verdict(
+        "yes",
+        0.81,
+        aggregation=Aggregation(top_k=8),
+        tiles_scored=35,
+        tiles_positive=9,
+        top_tiles=[TileScore(index=3, x=0, y=0, w=896, h=896, p_yes=0.95)],
+        artifacts=URI.removesuffix("/heatmap.png"),
+        report=done_report("A [bold] report.\n\nSecond paragraph.", "m", "r1", 12),
         explanation="9 of 35 tissue tiles score as tumor; the 8 highest-scoring tiles average p_yes 0.81.",
         model_id="m",
         prompt_version="v1",
-        slide=SlideVerdict(
-            aggregation=Aggregation(top_k=8),
-            tiles_scored=35,
-            tiles_positive=9,
-            top_tiles=[TileScore(index=3, x=0, y=0, w=896, h=896, p_yes=0.95)],
-            heatmap_uri=URI,
-            geojson_uri=URI.replace("heatmap.png", "tiles.geojson"),
-            report=Report(
-                status="done",
-                text="A [bold] report.\n\nSecond paragraph.",
-                model_id="m",
-                prompt_version="r1",
-                patches=12,
-            ),
-        ),
     )
-    job = Job(
+    job = slide_job(
+        "healer-inbox",
+        f"{PREFIX}/slide-1.svs",
         job_id="s1",
-        bucket="healer-inbox",
-        name=f"{PREFIX}/slide-1.svs",
-        generation=1,
-        kind=JobKind.SLIDE,
         state=JobState.DONE,
         verdict=verdict,
         slide=Slide(stage=SlideStage.DONE, tiles_total=35),
@@ -86,7 +75,7 @@ def test_the_report_line_says_each_status(report: Report, line: str) -> None:
 
 
 def test_the_demo_waits_for_a_pending_report_not_for_a_finished_one() -> None:
-    base = Job(job_id="s", bucket="b", name="n", generation=1, kind=JobKind.SLIDE, state=JobState.DONE)
+    base = slide_job("b", "n", job_id="s", state=JobState.DONE)
     verdict = Verdict(answer="no", p_yes=0.1, model_id="m", prompt_version="v", slide=SlideVerdict())
 
     def with_report(status: str) -> Job:

@@ -20,7 +20,7 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { inBrowser } from "./browser.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -46,17 +46,9 @@ mkdirSync(values.out, { recursive: true });
 mkdirSync(values.shots, { recursive: true });
 const folder = `e2e-${Date.now().toString(36)}`;
 
-const browser = await chromium.launch({
-  executablePath: values.chromium,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
-});
 const result = { folder };
 const levels = new Set();
-try {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 1000 }, deviceScaleFactor: 1 });
-  const page = await context.newPage();
-  const consoleErrors = [];
-  page.on("console", (msg) => msg.type() === "error" && consoleErrors.push(msg.text()));
+await inBrowser(values.chromium, result, async (page) => {
   page.on("request", (request) => {
     const match = /\/slide_files\/(\d+)\/\d+_\d+\.jpeg$/.exec(request.url());
     if (match) levels.add(Number(match[1]));
@@ -187,13 +179,4 @@ try {
   result.tooltip = (await page.getByTestId("tile-tooltip").textContent())?.trim();
   result.levels = [...levels].sort((a, b) => a - b);
   await page.screenshot({ path: join(values.out, `${values.name}-zoom.png`), fullPage: false });
-  result.console_errors = consoleErrors;
-  if (consoleErrors.length) throw new Error(`browser console errors: ${consoleErrors.join(" | ")}`);
-} catch (error) {
-  result.error = String(error && error.stack ? error.stack : error);
-  console.log(JSON.stringify(result));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
-console.log(JSON.stringify(result));
+});

@@ -11,7 +11,7 @@
 import { mkdirSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { inBrowser } from "./browser.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -33,25 +33,8 @@ const hostile = values.hostile ? resolve(values.hostile) : null;
 const folder = `e2e-${Date.now().toString(36)}`;
 mkdirSync(values.out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: values.chromium,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
 const result = { folder, rows: [], detail: null };
-try {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 1000 }, deviceScaleFactor: 1 });
-  const page = await context.newPage();
-  const consoleErrors = [];
-  page.on("console", (msg) => msg.type() === "error" && consoleErrors.push(msg.text()));
+await inBrowser(values.chromium, result, async (page) => {
   page.setDefaultTimeout(30_000);
 
   await page.goto(values.url, { waitUntil: "networkidle" });
@@ -110,13 +93,4 @@ try {
     history: await page.getByTestId("history").locator("li").count(),
   };
   await page.screenshot({ path: join(values.out, "console-detail.png"), fullPage: true });
-  result.console_errors = consoleErrors;
-  if (consoleErrors.length) throw new Error(`browser console errors: ${consoleErrors.join(" | ")}`);
-} catch (error) {
-  result.error = String(error && error.stack ? error.stack : error);
-  console.log(JSON.stringify(result));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
-console.log(JSON.stringify(result));
+});
