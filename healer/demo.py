@@ -136,9 +136,14 @@ def fetch_heatmaps(cfg: StackConfig, results: dict[str, Job]) -> dict[str, Path]
 
 
 def slide_lines(
-    jobs: dict[str, str], results: dict[str, Job], prefix: str = "", copies: dict[str, Path] | None = None
+    jobs: dict[str, str],
+    results: dict[str, Job],
+    prefix: str = "",
+    copies: dict[str, Path] | None = None,
+    console_url: str = "",
 ) -> list[str]:
-    """For each slide: its verdict in numbers and where its heatmap and GeoJSON are."""
+    """For each slide: its verdict in numbers, where its heatmap and GeoJSON are, and (with
+    `console_url`) the review console's page that opens it in the deep-zoom viewer."""
     lines: list[str] = []
     for job_id, name in jobs.items():
         job = results.get(job_id)
@@ -155,6 +160,8 @@ def slide_lines(
         if copies and job_id in copies:
             lines.append(f"           (a copy: {copies[job_id]})")
         lines.append(f"  tiles:   {block.geojson_uri} (GeoJSON; QuPath: File > Import objects from file)")
+        if console_url:
+            lines.append(f"  viewer:  {console_url}/jobs/{job_id} (review console: slide, heatmap, report)")
     return lines
 
 
@@ -192,7 +199,8 @@ def main() -> int:
     store = JobStore(new_client(cfg.project), cfg.jobs_collection)
     results = wait_for(store, list(jobs), float(os.environ.get("HEALER_DEMO_TIMEOUT", "1800")), console)
     console.print(render(jobs, results, prefix))
-    for line in slide_lines(jobs, results, prefix, fetch_heatmaps(cfg, results)):
+    viewer = f"http://{cfg.host}:{cfg.console_port}"
+    for line in slide_lines(jobs, results, prefix, fetch_heatmaps(cfg, results), viewer):
         console.print(line, soft_wrap=True, markup=False)
     model = next((j.verdict.model_id for j in results.values() if j.verdict), "")
     if model:

@@ -182,6 +182,7 @@ def test_a_pipeline_slide_in_the_viewer(
     assert bh <= 2.1 * target.h and bw < seen["before_click"][2] / 2
     assert abs(bx + bw / 2 - (target.x + target.w / 2)) < target.w / 2
     assert seen["tooltip"] == f"tile {target.index} · p(yes) {target.p_yes:.3f}"
+    assert seen["direct_link"] is True  # /jobs/<id>, as `make demo` prints it, opens the viewer
     assert scores[[t.index for t in tiles].index(target.index)] == pytest.approx(target.p_yes)
 
     for part in ("list", "viewer", "zoom"):

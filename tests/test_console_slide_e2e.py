@@ -194,6 +194,7 @@ def test_slide_viewer_in_the_browser(
     assert bw < done.width / 4 < seen["before_click"][2]
     assert abs(bx + bw / 2 - (target.x + target.w / 2)) < target.w / 2
     assert seen["tooltip"] == f"tile {target.index} · p(yes) {target.p_yes:.3f}"
+    assert seen["direct_link"] is True  # /jobs/<id>, as `make demo` prints it, opens the viewer
 
     for name in ("console-slide-list.png", "console-slide-viewer.png", "console-slide-zoom.png"):
         with Image.open(SCREENSHOTS / name) as shot:

@@ -51,11 +51,14 @@ def test_the_slide_row_and_its_heatmap() -> None:
     console.print(render({"s1": job.name}, {"s1": job}, PREFIX))
     row = next(line for line in console.export_text().splitlines() if "slide-1.svs" in line)
     assert "(whole slide)" in row and "yes" in row and "0.810" in row
-    lines = slide_lines({"s1": job.name}, {"s1": job}, PREFIX, {"s1": Path("/tmp/s1-heatmap.png")})
+    lines = slide_lines(
+        {"s1": job.name}, {"s1": job}, PREFIX, {"s1": Path("/tmp/s1-heatmap.png")}, "http://127.0.0.1:8090"
+    )
     assert lines[0] == "slide slide-1.svs: yes (slide score 0.810, 9 of 35 tiles positive, top-8 mean)"
     assert lines[1] == "  report:  done (12 patches, m, prompt r1): A [bold] report. Second paragraph."
     assert lines[2] == f"  heatmap: {URI}" and "/tmp/s1-heatmap.png" in lines[3]
     assert "tiles.geojson" in lines[4]
+    assert lines[5].startswith("  viewer:  http://127.0.0.1:8090/jobs/s1 ")  # the console's page for it
 
 
 @pytest.mark.parametrize(

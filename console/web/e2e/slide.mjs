@@ -179,4 +179,9 @@ await inBrowser(values.chromium, result, async (page) => {
   result.tooltip = (await page.getByTestId("tile-tooltip").textContent())?.trim();
   result.levels = [...levels].sort((a, b) => a - b);
   await page.screenshot({ path: join(values.out, `${values.name}-zoom.png`), fullPage: false });
+
+  // The job's own address (what `make demo` prints): opened directly, it shows the slide's viewer.
+  await page.goto(`${values.url}/jobs/${values.job}`, { waitUntil: "networkidle" });
+  await page.locator('[data-testid="slide-viewer"][data-loaded="true"]').waitFor();
+  result.direct_link = page.url().endsWith(`/jobs/${values.job}`);
 });
