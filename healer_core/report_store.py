@@ -82,35 +82,30 @@ class ReportStore(SlideStore):
         """Take the slide's pending report if nobody holds it (or its holder's lease expired)."""
         ref = self._ref(job_id)
 
-        @firestore.transactional
-        def txn_lease(txn: firestore.Transaction) -> ReportLease:
-            snap = ref.get(transaction=txn)
+        def decide(snap: Any) -> tuple[ReportLease, dict[str, Any] | None]:
             if not snap.exists:
-                return ReportLease(StepStatus.MISSING)
+                return ReportLease(StepStatus.MISSING), None
             job = Job.from_doc(snap.to_dict())
             report = report_of(job)
             if job.kind != JobKind.SLIDE or job.state != JobState.DONE or report is None:
-                return ReportLease(StepStatus.NOT_DUE, job)
+                return ReportLease(StepStatus.NOT_DUE, job), None
             if report.status != ReportStatus.PENDING:
-                return ReportLease(StepStatus.TERMINAL, job)
+                return ReportLease(StepStatus.TERMINAL, job), None
             now = utcnow()
             if report.lease is not None and report.lease.expires_at > now:
-                return ReportLease(StepStatus.HELD, job)
+                return ReportLease(StepStatus.HELD, job), None
             token, lease = new_lease(owner, lease_seconds, now)
-            txn.update(
-                ref,
-                {
-                    _field("lease"): lease,
-                    _field("attempts"): firestore.Increment(1),
-                    _field("updated_at"): firestore.SERVER_TIMESTAMP,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                    "history": _history("report_leased", lease_detail(report.attempts, report.lease)),
-                },
-            )
+            update = {
+                _field("lease"): lease,
+                _field("attempts"): firestore.Increment(1),
+                _field("updated_at"): firestore.SERVER_TIMESTAMP,
+                "updated_at": firestore.SERVER_TIMESTAMP,
+                "history": _history("report_leased", lease_detail(report.attempts, report.lease)),
+            }
             leased = report.model_copy(update={"attempts": report.attempts + 1})
-            return ReportLease(StepStatus.ACQUIRED, _with_report(job, leased), token)
+            return ReportLease(StepStatus.ACQUIRED, _with_report(job, leased), token), update
 
-        return self._lease_txn(txn_lease, ReportLease(StepStatus.HELD))
+        return self._lease_cas(ref, decide, ReportLease(StepStatus.HELD))
 
     def extend_report_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the report lease's expiry out (a long report's heartbeat); False when it was lost."""

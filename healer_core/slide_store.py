@@ -123,29 +123,27 @@ class SlideStore(JobStore):
         """
         ref = self._ref(job_id)
 
-        @firestore.transactional
-        def txn_lease(txn: firestore.Transaction) -> SlideLease:
-            snap = ref.get(transaction=txn)
+        def decide(snap: Any) -> tuple[SlideLease, dict[str, Any] | None]:
             if not snap.exists:
-                return SlideLease(StepStatus.MISSING)
+                return SlideLease(StepStatus.MISSING), None
             job = Job.from_doc(snap.to_dict())
             if job.state.terminal:
-                return SlideLease(StepStatus.TERMINAL, job)
+                return SlideLease(StepStatus.TERMINAL, job), None
             now = utcnow()
             if held(job.state, job.lease, now):
-                return SlideLease(StepStatus.HELD, job)
+                return SlideLease(StepStatus.HELD, job), None
             if not _due(job, stage):
-                return SlideLease(StepStatus.NOT_DUE, job)
+                return SlideLease(StepStatus.NOT_DUE, job), None
             token, lease = new_lease(owner, lease_seconds, now)
             update = {
                 "slide.stage": str(stage),
                 "started_at": job.started_at or firestore.SERVER_TIMESTAMP,
                 "history": _history("leased", lease_detail(job.attempts, job.lease, str(stage))),
             }
-            txn.update(ref, running_under(lease) | update)
-            return SlideLease(StepStatus.ACQUIRED, job.model_copy(update={"attempts": job.attempts + 1}), token)
+            leased = job.model_copy(update={"attempts": job.attempts + 1})
+            return SlideLease(StepStatus.ACQUIRED, leased, token), running_under(lease) | update
 
-        return self._lease_txn(txn_lease, SlideLease(StepStatus.HELD))
+        return self._lease_cas(ref, decide, SlideLease(StepStatus.HELD))
 
     def extend_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the lease's expiry out (a long tiling's heartbeat); False when it was lost."""
@@ -266,24 +264,20 @@ class SlideStore(JobStore):
             return ShardLease(StepStatus.TERMINAL, job=job)
         ref = self._shard_ref(job_id, n)
 
-        @firestore.transactional
-        def txn_lease(txn: firestore.Transaction) -> ShardLease:
-            snap = ref.get(transaction=txn)
+        def decide(snap: Any) -> tuple[ShardLease, dict[str, Any] | None]:
             if not snap.exists:
-                return ShardLease(StepStatus.MISSING, job=job)
+                return ShardLease(StepStatus.MISSING, job=job), None
             shard = Shard.model_validate(snap.to_dict())
             if shard.state.terminal:
-                return ShardLease(StepStatus.TERMINAL, shard, job)
+                return ShardLease(StepStatus.TERMINAL, shard, job), None
             now = utcnow()
             if held(shard.state, shard.lease, now):
-                return ShardLease(StepStatus.HELD, shard, job)
+                return ShardLease(StepStatus.HELD, shard, job), None
             token, lease = new_lease(owner, lease_seconds, now)
-            txn.update(ref, running_under(lease))
-            return ShardLease(
-                StepStatus.ACQUIRED, shard.model_copy(update={"attempts": shard.attempts + 1}), job, token
-            )
+            leased = shard.model_copy(update={"attempts": shard.attempts + 1})
+            return ShardLease(StepStatus.ACQUIRED, leased, job, token), running_under(lease)
 
-        return self._lease_txn(txn_lease, ShardLease(StepStatus.HELD, job=job))
+        return self._lease_cas(ref, decide, ShardLease(StepStatus.HELD, job=job))
 
     def complete_shard(
         self, job_id: str, n: int, token: str, scores: Sequence[float], provenance: Provenance, inference_ms: float
