@@ -105,7 +105,7 @@ class ReportStore(SlideStore):
             leased = report.model_copy(update={"attempts": report.attempts + 1})
             return ReportLease(StepStatus.ACQUIRED, _with_report(job, leased), token), update
 
-        return self._lease_cas(ref, decide, ReportLease(StepStatus.HELD))
+        return self._compare_and_set(ref, decide, ReportLease(StepStatus.HELD))
 
     def extend_report_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the report lease's expiry out (a long report's heartbeat); False when it was lost."""

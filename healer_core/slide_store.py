@@ -143,7 +143,7 @@ class SlideStore(JobStore):
             leased = job.model_copy(update={"attempts": job.attempts + 1})
             return SlideLease(StepStatus.ACQUIRED, leased, token), running_under(lease) | update
 
-        return self._lease_cas(ref, decide, SlideLease(StepStatus.HELD))
+        return self._compare_and_set(ref, decide, SlideLease(StepStatus.HELD))
 
     def extend_lease(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Push the lease's expiry out (a long tiling's heartbeat); False when it was lost."""
@@ -277,7 +277,7 @@ class SlideStore(JobStore):
             leased = shard.model_copy(update={"attempts": shard.attempts + 1})
             return ShardLease(StepStatus.ACQUIRED, leased, job, token), running_under(lease)
 
-        return self._lease_cas(ref, decide, ShardLease(StepStatus.HELD, job=job))
+        return self._compare_and_set(ref, decide, ShardLease(StepStatus.HELD, job=job))
 
     def complete_shard(
         self, job_id: str, n: int, token: str, scores: Sequence[float], provenance: Provenance, inference_ms: float
@@ -358,40 +358,30 @@ class SlideStore(JobStore):
         """Move a fully counted slide from scoring to finalizing. True for exactly one caller,
         who then publishes `finalize` (and records it with `mark_finalize_published`).
 
-        A compare-and-set, like `complete_shard`: the slide is read, checked, and moved only if it
-        has not changed since (a precondition on its update time). The last shards of a slide
-        claim at once; as read-then-commit transactions they held read locks on the one slide
-        document and waited on each other (on the emulator, 16 claimers took two minutes to
-        resolve); with the precondition one commit wins, and the others read the slide again and
-        find it finalizing. A claim whose outcome is unknown (an error, no answer) is settled by
-        the redelivered shard's `finalize_if_due` or by the sweep, both of which publish a
-        claimed, unpublished finalize."""
-        ref = self._ref(job_id)
-        for attempt in range(CLAIM_ATTEMPTS):
-            snap = ref.get()
+        A compare-and-set (`JobStore._compare_and_set`): the last shards of a slide claim at once;
+        one write wins, and the others read the slide again and find it finalizing. A claim
+        whose outcome is unknown (an error, no answer) is settled by the redelivered shard's
+        `finalize_if_due` or by the sweep, both of which publish a claimed, unpublished finalize."""
+
+        def decide(snap: Any) -> tuple[bool, dict[str, Any] | None]:
             if not snap.exists:
-                return False
+                return False, None
             job = Job.from_doc(snap.to_dict())
             slide = job.slide
             if job.state != JobState.RUNNING or slide is None or not _all_counted(slide):
-                return False
+                return False, None
             if slide.stage != SlideStage.SCORING:
-                return False
+                return False, None  # claimed already (by another shard's worker, or the sweep)
             detail = f"{slide.shards_done} shards, {slide.tiles_scored} tiles"
             update = {
                 "slide.stage": str(SlideStage.FINALIZING),
                 "updated_at": firestore.SERVER_TIMESTAMP,
                 "history": _history("scored", detail),
             }
-            try:
-                ref.update(update, option=self.client.write_option(last_update_time=snap.update_time))
-            except gexc.FailedPrecondition:
-                continue  # the slide changed since it was read (another claimer): read it again
-            except gexc.Aborted:
-                time.sleep(0.1 * 2**attempt * random.random())  # contention: nothing was written
-                continue
-            return True
-        return False  # still changing under us: a redelivery or the sweep finishes the claim
+            return True, update
+
+        # Still changing under us after CLAIM_ATTEMPTS reads: a redelivery or the sweep claims it.
+        return self._compare_and_set(self._ref(job_id), decide, False, CLAIM_ATTEMPTS)
 
     def mark_finalize_published(self, job_id: str, message_id: str) -> None:
         """Record that the slide's `finalize` message went out."""

@@ -171,18 +171,22 @@ class JobStore:
     def _ref(self, job_id: str) -> firestore.DocumentReference:
         return self.collection.document(job_id)
 
-    def _lease_cas(
-        self, ref: firestore.DocumentReference, decide: Callable[[Any], tuple[T, dict[str, Any] | None]], contended: T
+    def _compare_and_set(
+        self,
+        ref: firestore.DocumentReference,
+        decide: Callable[[Any], tuple[T, dict[str, Any] | None]],
+        contended: T,
+        attempts: int = TRANSACTION_ATTEMPTS,
     ) -> T:
-        """Take a lease by compare-and-set: read the document, `decide` what the lease answers and
-        what taking it writes (None: nothing to write), and write it only if the document has not
-        changed since it was read (a precondition on its update time); read again when it has.
+        """Read the document, `decide` the answer and what to write (None: nothing), and write it
+        only if the document has not changed since it was read (a precondition on its update
+        time); read again when it has. `contended` when it kept changing under every attempt.
 
-        Not a read-then-commit transaction: many deliveries of one job at once each held a read
-        lock on its document and waited on each other (on the emulator, 16 workers took ~25 s).
-        With the precondition one write wins and the others read the lease it took. `contended`
-        (held) when the document kept changing under every attempt."""
-        for attempt in range(TRANSACTION_ATTEMPTS):
+        Leases and the finalize claim use it rather than read-then-commit transactions: many
+        deliveries of one job at once each held a read lock on its document and waited on each
+        other (on the emulator, 16 workers took ~25 s, 16 finalize claimers up to two minutes).
+        With the precondition one write wins and the others read what it wrote."""
+        for attempt in range(attempts):
             snap = ref.get()
             result, update = decide(snap)
             if update is None:
@@ -190,7 +194,7 @@ class JobStore:
             try:
                 ref.update(update, option=self.client.write_option(last_update_time=snap.update_time))
             except gexc.FailedPrecondition:
-                continue  # changed since it was read (another delivery took it): read it again
+                continue  # changed since it was read (another delivery wrote it): read it again
             except gexc.Aborted:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())  # contention: nothing was written
                 continue
@@ -356,7 +360,7 @@ class JobStore:
             update = running_under(lease) | {"started_at": firestore.SERVER_TIMESTAMP, "history": history}
             return LeaseResult(LeaseStatus.ACQUIRED, leased, token), update
 
-        return self._lease_cas(ref, decide, LeaseResult(LeaseStatus.HELD))
+        return self._compare_and_set(ref, decide, LeaseResult(LeaseStatus.HELD))
 
     def _fenced_update(self, job_id: str, token: str, update: dict[str, Any]) -> bool:
         """Apply `update` only while `token` still holds the job's lease."""
